@@ -1,0 +1,509 @@
+"""Data contracts: the seven tables, their columns, and validation at load.
+
+Every table the suite reads has one schema here: required and optional columns,
+their types, allowed values and meaning. ``validate_table`` turns whatever a
+source delivered (CSV strings, Parquet types, a user's own column names) into a
+DataFrame that meets the contract, or raises ``SchemaError`` naming the table,
+the column, how many rows are wrong and a few example rows. Nothing is dropped
+silently: rows that are kept but deserve a mention (refunds, missing survey
+scores, orders before sign-up) are counted in the returned notes.
+
+Conventions, applied to every table:
+
+* identifiers are text (``"00042"`` stays ``"00042"``; a CSV's integer ids are
+  read as text, never as numbers);
+* timestamps are ``datetime64[us]`` without a time zone: values that carry a
+  zone or offset are converted to UTC, naive values are taken to be UTC;
+  text must be ISO 8601 (``2024-03-01`` or ``2024-03-01 14:05:00``);
+* dates are timestamps at midnight;
+* money is ``float64`` in the company's currency; refunds are negative amounts;
+* columns outside the contract are ignored (left out of the loaded table, and
+  listed in the notes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ClmError",
+    "SchemaError",
+    "Column",
+    "TableSchema",
+    "SCHEMAS",
+    "TABLES",
+    "SURVEY_SCALES",
+    "EMAIL_EVENTS",
+    "validate_table",
+    "check_references",
+    "write_table",
+]
+
+
+class ClmError(Exception):
+    """Base class of every error clm raises on purpose."""
+
+
+class SchemaError(ClmError, ValueError):
+    """A table does not meet its data contract (missing column, bad value, duplicate id)."""
+
+
+# ----------------------------------------------------------------------------- contracts
+
+#: Column kinds: how a value is parsed and checked.
+KINDS = ("id", "timestamp", "date", "number", "count", "category", "text")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a contract: name, kind, whether required, and what it means."""
+
+    name: str
+    kind: str
+    description: str
+    required: bool = True
+    nullable: bool = False
+    unique: bool = False
+    allowed: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"column {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The contract of one table: its columns, in order, and what a row is."""
+
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+    time_column: str | None = None
+
+    @property
+    def required(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def optional(self) -> list[str]:
+        return [c.name for c in self.columns if not c.required]
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def describe(self) -> pd.DataFrame:
+        """The contract as a table: column, type, required, meaning."""
+        return pd.DataFrame(
+            {
+                "column": [c.name for c in self.columns],
+                "type": [c.kind for c in self.columns],
+                "required": [c.required for c in self.columns],
+                "allowed": [", ".join(c.allowed) if c.allowed else "" for c in self.columns],
+                "meaning": [c.description for c in self.columns],
+            }
+        )
+
+
+#: Survey types and their answer scales (inclusive, whole numbers).
+SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
+
+#: The e-mail events a platform export may contain, one row per event.
+EMAIL_EVENTS = ("sent", "delivered", "bounce_hard", "bounce_soft", "open", "click", "unsubscribe", "complaint")
+
+SCHEMAS: dict[str, TableSchema] = {
+    s.name: s
+    for s in [
+        TableSchema(
+            "customers",
+            "One row per customer: who they are and how they were acquired.",
+            (
+                Column("customer_id", "id", "The customer's identifier, shared by every table.", unique=True),
+                Column("signup_date", "date", "Day the customer signed up (or first bought, where there is no sign-up)."),
+                Column("acquisition_channel", "text", "Marketing channel that acquired the customer.", required=False, nullable=True),
+                Column("country", "text", "Country of the customer (ISO code or name).", required=False, nullable=True),
+                Column("region", "text", "Sales region.", required=False, nullable=True),
+                Column("age_band", "text", "Age band, such as 25-34.", required=False, nullable=True),
+                Column("plan", "text", "Membership plan the customer holds, or none.", required=False, nullable=True),
+            ),
+            time_column="signup_date",
+        ),
+        TableSchema(
+            "transactions",
+            "One row per purchase or refund.",
+            (
+                Column("customer_id", "id", "Who bought."),
+                Column("timestamp", "timestamp", "When the order was placed."),
+                Column("amount", "number", "Order value in the company's currency; refunds are negative."),
+                Column("transaction_id", "id", "The order's identifier.", required=False, unique=True),
+                Column("channel", "text", "Where the order was placed (web, app, store).", required=False, nullable=True),
+            ),
+            time_column="timestamp",
+        ),
+        TableSchema(
+            "marketing_spend",
+            "One row per day, channel (and campaign): money spent to acquire customers.",
+            (
+                Column("date", "date", "Day of the spend."),
+                Column("channel", "text", "Acquisition channel, as in customers.acquisition_channel."),
+                Column("spend", "number", "Money spent that day.", minimum=0),
+                Column("campaign", "text", "Campaign name.", required=False, nullable=True),
+                Column("leads", "count", "Leads generated that day (for cost per lead).", required=False, nullable=True, minimum=0),
+            ),
+            time_column="date",
+        ),
+        TableSchema(
+            "email_events",
+            "One row per e-mail event (sent, delivered, bounce, open, click, unsubscribe, complaint).",
+            (
+                Column("campaign_id", "id", "The campaign (one send to many customers)."),
+                Column("customer_id", "id", "Recipient."),
+                Column("event", "category", "What happened.", allowed=EMAIL_EVENTS),
+                Column("timestamp", "timestamp", "When it happened."),
+                Column("campaign_name", "text", "Human-readable campaign name.", required=False, nullable=True),
+            ),
+            time_column="timestamp",
+        ),
+        TableSchema(
+            "product_events",
+            "One row per in-product event (page view, click, feature use).",
+            (
+                Column("customer_id", "id", "Who acted."),
+                Column("timestamp", "timestamp", "When."),
+                Column("event", "text", "Event name, such as page_view or a feature."),
+                Column("session_id", "id", "Session the event belongs to.", required=False, nullable=True),
+                Column("duration_s", "number", "Seconds spent (on the page or in the session).", required=False, nullable=True, minimum=0),
+            ),
+            time_column="timestamp",
+        ),
+        TableSchema(
+            "surveys",
+            "One row per survey answer: NPS (0-10), CSAT (1-5) or CES (1-7).",
+            (
+                Column("customer_id", "id", "Who answered."),
+                Column("timestamp", "timestamp", "When."),
+                Column("survey", "category", "Which survey: nps, csat or ces.", allowed=tuple(SURVEY_SCALES)),
+                Column("score", "number", "The answer on the survey's scale; empty when the question was skipped.", nullable=True),
+                Column("response_id", "id", "The answer's identifier.", required=False, unique=True),
+                Column("touchpoint", "text", "Where in the journey it was asked (purchase, support, ...).", required=False, nullable=True),
+                Column("comment", "text", "Free-text comment (shown as text, never as markup).", required=False, nullable=True),
+            ),
+            time_column="timestamp",
+        ),
+        TableSchema(
+            "subscriptions",
+            "One row per subscription (contract): when it started and, if it did, ended.",
+            (
+                Column("customer_id", "id", "Subscriber."),
+                Column("start_date", "date", "First day of the subscription."),
+                Column("end_date", "date", "Day it ended; empty while active.", required=False, nullable=True),
+                Column("plan", "text", "Plan name (a trial is plan 'trial').", required=False, nullable=True),
+                Column("mrr", "number", "Monthly recurring revenue of the subscription.", required=False, nullable=True, minimum=0),
+            ),
+            time_column="start_date",
+        ),
+    ]
+}
+
+#: Table names in their canonical order.
+TABLES: tuple[str, ...] = tuple(SCHEMAS)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _examples(df: pd.DataFrame, mask: pd.Series, column: str, *, limit: int = 3) -> str:
+    """'row 4 (customer_id 'C1'): 'abc', ...' for the first few rows where mask holds."""
+    rows = df.loc[mask, column].head(limit)
+    key = next((k for k in ("transaction_id", "response_id", "customer_id", "campaign_id") if k in df.columns and k != column), None)
+    parts = []
+    for idx, value in rows.items():
+        pos = df.index.get_loc(idx)
+        label = f"row {pos + 1}"
+        if key is not None:
+            label += f" ({key} {df.at[idx, key]!r})"
+        parts.append(f"{label}: {value!r}")
+    return "; ".join(parts)
+
+
+def _fail(table: str, column: str, df: pd.DataFrame, mask: pd.Series, what: str, original: pd.DataFrame | None = None) -> None:
+    n_bad = int(mask.sum())
+    if n_bad:
+        shown = original if original is not None else df
+        raise SchemaError(
+            f"{table}.{column}: {n_bad:,} of {len(df):,} rows {what} (e.g. {_examples(shown, mask, column)})"
+        )
+
+
+def _parse_ids(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
+    if pd.api.types.is_float_dtype(raw):
+        whole = raw.dropna()
+        if (whole != np.floor(whole)).any():
+            _fail(table, col.name, df, raw.notna() & (raw != np.floor(raw)), "are not whole-number identifiers")
+        out = raw.astype("Int64").astype("string")
+    else:
+        out = raw.astype("string").str.strip()
+        out = out.mask(out == "")
+    if not col.nullable:
+        _fail(table, col.name, df, out.isna(), "have no identifier (empty)")
+    return out.astype(object).where(out.notna(), None) if col.nullable else out.astype(str)
+
+
+def _parse_time(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        out = raw.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif pd.api.types.is_datetime64_any_dtype(raw):
+        out = raw
+    else:
+        text = raw.astype("string").str.strip()
+        text = text.mask(text == "")
+        out = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+        _fail(
+            table, col.name, df, text.notna() & out.isna(),
+            "are not ISO 8601 dates or times (expected e.g. 2024-03-01 or 2024-03-01 14:05:00)",
+        )
+    out = out.astype("datetime64[us]")
+    if col.kind == "date":
+        out = out.dt.normalize()
+    if not col.nullable:
+        _fail(table, col.name, df, out.isna(), "have no date")
+    return out
+
+
+def _parse_number(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw):
+        _fail(table, col.name, df, pd.Series(True, index=raw.index), "are true/false, not numbers")
+    if pd.api.types.is_numeric_dtype(raw):
+        out = raw.astype("float64")
+    else:
+        text = raw.astype("string").str.strip()
+        text = text.mask(text == "")
+        out = pd.to_numeric(text, errors="coerce").astype("float64")
+        _fail(table, col.name, df, text.notna() & out.isna(), "are not numbers")
+    _fail(table, col.name, df, pd.Series(np.isinf(out.to_numpy()), index=out.index), "are infinite")
+    if not col.nullable:
+        _fail(table, col.name, df, out.isna(), "are empty")
+    if col.minimum is not None:
+        _fail(table, col.name, df, out < col.minimum, f"are below the minimum {col.minimum:g}")
+    if col.kind == "count":
+        _fail(table, col.name, df, out.notna() & (out != np.floor(out)), "are not whole numbers")
+    return out
+
+
+def _parse_text(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
+    out = raw.astype("string")
+    if col.kind == "category":
+        out = out.str.strip().str.lower()
+    missing = out.isna()
+    if not col.nullable:
+        _fail(table, col.name, df, missing | (out.str.strip() == "").fillna(False), "are empty")
+    if col.allowed is not None:
+        bad = ~missing & ~out.isin(col.allowed).fillna(False)
+        if bad.any():
+            values = pd.Series(out[bad]).value_counts().head(5)
+            shown = ", ".join(f"{v!r} ({n:,})" for v, n in values.items())
+            raise SchemaError(
+                f"{table}.{col.name}: {int(bad.sum()):,} of {len(df):,} rows have a value outside "
+                f"{list(col.allowed)}: {shown} (e.g. {_examples(df, bad, col.name)})"
+            )
+    return out.astype(object).where(out.notna(), None)
+
+
+_PARSERS = {
+    "id": _parse_ids,
+    "timestamp": _parse_time,
+    "date": _parse_time,
+    "number": _parse_number,
+    "count": _parse_number,
+    "category": _parse_text,
+    "text": _parse_text,
+}
+
+
+def _apply_mapping(table: str, df: pd.DataFrame, mapping: dict[str, str] | None) -> pd.DataFrame:
+    if not mapping:
+        return df
+    schema = SCHEMAS[table]
+    contract = {c.name for c in schema.columns}
+    unknown = sorted(set(mapping.values()) - contract)
+    if unknown:
+        raise SchemaError(f"{table}: the column mapping targets {unknown}, which are not contract columns; valid: {sorted(contract)}")
+    absent = sorted(set(mapping) - set(df.columns))
+    if absent:
+        raise SchemaError(f"{table}: the column mapping names {absent}, which the source does not have; it has {list(df.columns)}")
+    return df.rename(columns=mapping)
+
+
+def validate_table(table: str, df: pd.DataFrame, *, mapping: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Check ``df`` against the contract of ``table``; return the clean table and notes.
+
+    ``mapping`` renames the source's columns onto the contract
+    (``{"order_value": "amount"}``). The result has the contract's columns in
+    contract order (optional ones only where the source has them), parsed to
+    their types; the input is not modified. Raises ``SchemaError`` on the
+    first rule a column breaks, naming the table, column, count and examples.
+    Notes list what was kept but deserves a mention (extra columns ignored,
+    refunds, unanswered surveys), each with its count.
+    """
+    if table not in SCHEMAS:
+        raise SchemaError(f"table must be one of {list(TABLES)}, got {table!r}")
+    schema = SCHEMAS[table]
+    df = _apply_mapping(table, df, mapping).reset_index(drop=True)
+    missing = [c for c in schema.required if c not in df.columns]
+    if missing:
+        raise SchemaError(
+            f"{table}: missing required column(s) {missing}; the source has {list(df.columns)}. "
+            f"Rename them with a column mapping, e.g. mapping={{'{table}': {{'<your column>': '{missing[0]}'}}}}"
+        )
+    notes = []
+    extra = [c for c in df.columns if c not in {col.name for col in schema.columns}]
+    if extra:
+        notes.append(f"{table}: ignored {len(extra)} column(s) outside the contract: {', '.join(map(str, extra))}")
+    out = {}
+    for col in schema.columns:
+        if col.name in df.columns:
+            out[col.name] = _PARSERS[col.kind](table, col, df[col.name], df)
+    clean = pd.DataFrame(out)
+    for col in schema.columns:
+        if col.unique and col.name in clean.columns:
+            dup = clean[col.name].notna() & clean[col.name].duplicated(keep=False)
+            _fail(table, col.name, clean, dup, "share an identifier with another row (must be unique)")
+    notes += _table_rules(table, clean)
+    return clean, notes
+
+
+def _table_rules(table: str, df: pd.DataFrame) -> list[str]:
+    """Rules that involve more than one column; returns notes for kept rows."""
+    notes = []
+    if table == "surveys":
+        for survey, (low, high) in SURVEY_SCALES.items():
+            rows = df["survey"] == survey
+            score = df["score"].where(rows)
+            bad = score.notna() & ((score < low) | (score > high) | (score != np.floor(score)))
+            _fail(table, "score", df, bad, f"are {survey} answers outside the whole numbers {low}-{high} (survey {survey!r})")
+        n_missing = int(df["score"].isna().sum())
+        if n_missing:
+            notes.append(f"surveys: {n_missing:,} answers have no score (kept; metrics exclude and count them)")
+    if table == "transactions":
+        n_refunds = int((df["amount"] < 0).sum())
+        if n_refunds:
+            notes.append(f"transactions: {n_refunds:,} refunds (negative amounts) kept; they are not purchases")
+        n_zero = int((df["amount"] == 0).sum())
+        if n_zero:
+            notes.append(f"transactions: {n_zero:,} zero-amount orders kept as purchases")
+    if table == "subscriptions" and "end_date" in df.columns:
+        bad = df["end_date"].notna() & (df["end_date"] < df["start_date"])
+        _fail(table, "end_date", df, bad, "end before they start")
+    return notes
+
+
+def check_references(tables: dict[str, pd.DataFrame | None]) -> list[str]:
+    """Cross-table checks: counts of rows whose customer is unknown or who act before signing up.
+
+    These rows are kept (a CRM export may lag the order system); the notes
+    report how many, so a reader can judge.
+    """
+    notes = []
+    customers = tables.get("customers")
+    if customers is None:
+        return notes
+    known = pd.Index(customers["customer_id"])
+    signup = customers.set_index("customer_id")["signup_date"]
+    for name in TABLES[1:]:
+        df = tables.get(name)
+        if df is None or "customer_id" not in df.columns or df.empty:
+            continue
+        unknown = ~df["customer_id"].isin(known)
+        if unknown.any():
+            notes.append(
+                f"{name}: {int(unknown.sum()):,} of {len(df):,} rows name a customer_id not in customers "
+                f"(e.g. {', '.join(map(repr, df.loc[unknown, 'customer_id'].unique()[:3]))}); kept"
+            )
+        time_col = SCHEMAS[name].time_column
+        early = df[time_col].dt.normalize() < df["customer_id"].map(signup)
+        if early.any():
+            notes.append(f"{name}: {int(early.sum()):,} rows are dated before the customer's signup_date; kept")
+    return notes
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as Parquet with microsecond timestamps (Spark refuses nanoseconds)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
+    return path
+
+
+# ----------------------------------------------------------------------------- profiles
+
+
+def profile_tables(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per table: rows, distinct customers, first and last date, share of missing cells (%)."""
+    rows = []
+    for name, df in tables.items():
+        time_col = SCHEMAS[name].time_column
+        cells = df.size
+        rows.append(
+            {
+                "table": name,
+                "rows": len(df),
+                "customers": df["customer_id"].nunique() if "customer_id" in df.columns else pd.NA,
+                "first": df[time_col].min().date() if len(df) else pd.NA,
+                "last": df[time_col].max().date() if len(df) else pd.NA,
+                "missing_cells_pct": round(100 * float(df.isna().sum().sum()) / cells, 2) if cells else 0.0,
+            }
+        )
+    return pd.DataFrame(rows).set_index("table")
+
+
+def missing_values(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Missing values per table and column (only columns with any), as count and % of rows."""
+    rows = []
+    for name, df in tables.items():
+        for col, n in df.isna().sum().items():
+            if n:
+                rows.append({"table": name, "column": col, "missing": int(n), "missing_pct": round(100 * n / len(df), 2)})
+    return pd.DataFrame(rows, columns=["table", "column", "missing", "missing_pct"])
+
+
+def monthly_counts(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Rows and distinct customers per calendar month of the table's time column (aggregated by the engine)."""
+    from .engine import as_table, execute
+
+    time_col = SCHEMAS[table].time_column
+    t = as_table(df)
+    month = t[time_col].truncate("M").name("month")
+    agg = {"rows": t.count()}
+    if "customer_id" in df.columns:
+        agg["customers"] = t.customer_id.nunique()
+    out = execute(t.group_by(month).aggregate(**agg).order_by("month"))
+    out["month"] = pd.to_datetime(out["month"]).dt.to_period("M")
+    return out.set_index("month")
+
+
+def per_customer_counts(df: pd.DataFrame) -> pd.Series:
+    """Rows per customer (aggregated by the engine), as a Series indexed by customer_id."""
+    from .engine import as_table, execute
+
+    t = as_table(df)
+    out = execute(t.group_by("customer_id").aggregate(rows=t.count()))
+    return out.set_index("customer_id")["rows"].sort_index()
+
+
+def distribution(values: pd.Series, *, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95)) -> pd.Series:
+    """Count, missing, mean, min, the given quantiles and max of a numeric series."""
+    v = pd.Series(values, dtype="float64")
+    out = {"count": int(v.notna().sum()), "missing": int(v.isna().sum()), "mean": v.mean(), "min": v.min()}
+    out.update({f"p{round(q * 100):02d}": v.quantile(q) for q in quantiles})
+    out["max"] = v.max()
+    return pd.Series(out)

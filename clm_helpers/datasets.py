@@ -1,0 +1,294 @@
+"""Datasets: load any source into validated tables, the bundled real data, and the synthetic company.
+
+``load(source)`` is the one entry point notebooks use. A source is
+
+* ``"sample"``: the synthetic company (``generate_sample``), generated on
+  first use into ``data/sample/`` and read from there afterwards;
+* ``"cdnow"``: the real CDNOW transaction log (23,570 customers who first
+  bought in the first quarter of 1997, 69,659 orders to 1998-06-30) that the
+  ``lifetimes`` package ships in its installed files;
+* a folder holding files named after the tables (``transactions.csv``,
+  ``customers.parquet``, ...);
+* a DuckDB database file (``*.duckdb`` / ``*.db``) holding tables named after
+  the contract tables.
+
+Reading goes through Ibis on an embedded DuckDB, so CSV and Parquet files are
+scanned by DuckDB and only the contract columns come back to pandas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import data
+from .data import TABLES, SchemaError, check_references, validate_table, write_table
+
+__all__ = ["Dataset", "load", "from_frames", "generate_sample", "data_dir", "CDNOW_PATH"]
+
+#: Default size and seed of the bundled synthetic company.
+SAMPLE_CUSTOMERS = 20_000
+SAMPLE_SEED = 2024
+
+_FILE_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv", ".txt")
+_DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
+
+
+def _cdnow_path(name: str) -> Path:
+    import lifetimes.datasets  # the wheel ships the files next to this module
+
+    return Path(lifetimes.datasets.__file__).parent / name
+
+
+CDNOW_PATH = _cdnow_path("CDNOW_master.txt")
+
+
+def data_dir() -> Path:
+    """Where generated datasets live: ``$CLM_DATA_DIR``, else ``data/`` of the source tree, else ``~/.cache/clm``."""
+    if os.environ.get("CLM_DATA_DIR"):
+        return Path(os.environ["CLM_DATA_DIR"])
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").exists() and (repo / "data").is_dir():
+        return repo / "data"
+    return Path.home() / ".cache" / "clm"
+
+
+@dataclass
+class Dataset:
+    """The seven contract tables of one source (a table the source lacks is ``None``).
+
+    ``notes`` lists what validation kept but counted (refunds, unanswered
+    surveys, ignored columns); ``truth`` holds the generating parameters of a
+    synthetic dataset (empty for real data).
+    """
+
+    name: str
+    customers: pd.DataFrame | None = None
+    transactions: pd.DataFrame | None = None
+    marketing_spend: pd.DataFrame | None = None
+    email_events: pd.DataFrame | None = None
+    product_events: pd.DataFrame | None = None
+    surveys: pd.DataFrame | None = None
+    subscriptions: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    truth: dict = field(default_factory=dict)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables this source has, by name, in contract order."""
+        return {t: getattr(self, t) for t in TABLES if getattr(self, t) is not None}
+
+    @property
+    def start(self) -> pd.Timestamp:
+        """The earliest date in any table."""
+        return min(df[data.SCHEMAS[t].time_column].min() for t, df in self.tables().items()).normalize()
+
+    @property
+    def end(self) -> pd.Timestamp:
+        """The last day covered: the latest event date in any table (the natural observation end)."""
+        ends = []
+        for t, df in self.tables().items():
+            for col in data.SCHEMAS[t].columns:
+                if col.kind in ("timestamp", "date") and col.name in df.columns:
+                    ends.append(df[col.name].max())
+        return max(e for e in ends if pd.notna(e)).normalize()
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{t}={len(df):,}" for t, df in self.tables().items())
+        return f"Dataset({self.name!r}: {sizes})"
+
+
+def from_frames(name: str = "frames", *, mapping: dict[str, dict[str, str]] | None = None, truth: dict | None = None, **frames) -> Dataset:
+    """Validate DataFrames given by table name into a Dataset (``from_frames(transactions=df)``)."""
+    unknown = sorted(set(frames) - set(TABLES))
+    if unknown:
+        raise SchemaError(f"unknown table(s) {unknown}; tables are {list(TABLES)}")
+    mapping = mapping or {}
+    clean, notes = {}, []
+    for table in TABLES:
+        if frames.get(table) is not None:
+            clean[table], table_notes = validate_table(table, frames[table], mapping=mapping.get(table))
+            notes += table_notes
+    if "customers" not in clean and "transactions" in clean:
+        clean["customers"] = _customers_from_transactions(clean["transactions"])
+        notes.append(f"customers: derived from transactions ({len(clean['customers']):,} customers, signup_date = first order day)")
+    notes += check_references(clean)
+    return Dataset(name=name, notes=notes, truth=truth or {}, **clean)
+
+
+def _customers_from_transactions(tx: pd.DataFrame) -> pd.DataFrame:
+    first = tx.groupby("customer_id", sort=True)["timestamp"].min().dt.normalize()
+    return pd.DataFrame({"customer_id": first.index.astype(str), "signup_date": first.to_numpy()})
+
+
+def load(source: str | os.PathLike = "sample", *, mapping: dict[str, dict[str, str]] | None = None) -> Dataset:
+    """Load and validate a source into a ``Dataset``.
+
+    ``source`` is ``"sample"``, ``"cdnow"``, a folder of CSV/Parquet files named
+    after the tables, or a DuckDB database file. ``mapping`` maps, per table,
+    the source's column names onto the contract's:
+    ``{"transactions": {"order_value": "amount", "client": "customer_id"}}``.
+    Raises ``SchemaError`` when a table breaks its contract.
+    """
+    if isinstance(source, str) and source == "sample":
+        return load(ensure_sample(), mapping=mapping)
+    if isinstance(source, str) and source == "cdnow":
+        return load_cdnow()
+    path = Path(source).expanduser()
+    if path.is_dir():
+        frames = _read_folder(path)
+        truth_file = path / "ground_truth.json"
+        truth = json.loads(truth_file.read_text()) if truth_file.exists() else {}
+    elif path.is_file() and path.suffix.lower() in _DUCKDB_SUFFIXES:
+        frames, truth = _read_duckdb(path), {}
+    elif path.exists():
+        raise SchemaError(f"{path}: a source must be a folder of table files or a DuckDB database ({', '.join(_DUCKDB_SUFFIXES)})")
+    else:
+        raise SchemaError(f"source must be 'sample', 'cdnow', a folder or a DuckDB file; {str(source)!r} does not exist")
+    if not frames:
+        raise SchemaError(
+            f"{path}: no table found; expected files or tables named after the tables {list(TABLES)} "
+            f"(e.g. transactions.csv, customers.parquet)"
+        )
+    return from_frames(path.name, mapping=mapping, truth=truth, **frames)
+
+
+def _table_file(folder: Path, table: str) -> Path | None:
+    found = [folder / f"{table}{suffix}" for suffix in _FILE_SUFFIXES if (folder / f"{table}{suffix}").exists()]
+    if len(found) > 1:
+        raise SchemaError(f"{table}: more than one file in {folder} ({', '.join(p.name for p in found)}); keep one")
+    return found[0] if found else None
+
+
+def _read_folder(folder: Path) -> dict[str, pd.DataFrame]:
+    """Read every table file in ``folder`` through Ibis/DuckDB (CSV text is parsed by the contract, not guessed)."""
+    from .engine import default_backend
+
+    con = default_backend()
+    frames = {}
+    for table in TABLES:
+        path = _table_file(folder, table)
+        if path is None:
+            continue
+        try:
+            if path.suffix in (".parquet", ".pq"):
+                expr = con.read_parquet(path)
+            else:
+                # all_varchar: every column arrives as text, so the contract (not
+                # DuckDB's sniffer) decides what is a number, a date or an id.
+                expr = con.read_csv(path, all_varchar=True, header=True)
+            frames[table] = expr.to_pandas()
+        except Exception as exc:  # DuckDB's own message says what is wrong with the file
+            raise SchemaError(f"{table}: cannot read {path} as {'Parquet' if path.suffix in ('.parquet', '.pq') else 'CSV'}: {exc}") from exc
+    return frames
+
+
+def _read_duckdb(path: Path) -> dict[str, pd.DataFrame]:
+    import ibis
+
+    con = ibis.duckdb.connect(str(path), read_only=True)
+    try:
+        present = set(con.list_tables())
+        return {t: con.table(t).to_pandas() for t in TABLES if t in present}
+    finally:
+        con.disconnect()
+
+
+# ----------------------------------------------------------------------------- CDNOW
+
+
+def load_cdnow(*, sample: bool = False) -> Dataset:
+    """The CDNOW transaction log shipped by ``lifetimes`` (no download).
+
+    Full log (``CDNOW_master.txt``): 23,570 customers who made their first
+    purchase at CDNOW in the first quarter of 1997, 69,659 order rows from
+    1997-01-01 to 1998-06-30; each row is a customer, a day, a number of CDs
+    and a dollar value (80 rows have a value of 0 and are kept). With
+    ``sample=True``, the 2,357-customer 1/10th sample that Fader, Hardie & Lee
+    (2005) used (``CDNOW_sample.txt``, 6,919 rows). Fills ``transactions``
+    and ``customers`` (signup_date = first purchase day).
+    """
+    if sample:
+        raw = pd.read_csv(_cdnow_path("CDNOW_sample.txt"), sep=r"\s+", header=None, dtype=str,
+                          names=["customer_id", "sample_id", "date", "quantity", "amount"])
+        name = "cdnow_sample"
+    else:
+        raw = pd.read_csv(CDNOW_PATH, sep=r"\s+", header=0, dtype=str, names=["customer_id", "date", "quantity", "amount"])
+        name = "cdnow"
+    tx = pd.DataFrame(
+        {
+            "customer_id": raw["customer_id"],
+            "timestamp": pd.to_datetime(raw["date"], format="%Y%m%d").astype("datetime64[us]"),
+            "amount": raw["amount"],
+        }
+    )
+    return from_frames(name, transactions=tx)
+
+
+# ----------------------------------------------------------------------------- synthetic company
+
+
+def generate_sample(n_customers: int = SAMPLE_CUSTOMERS, *, seed: int = SAMPLE_SEED, out: str | os.PathLike | None = None,
+                    start: str = "2022-01-01", end: str = "2024-12-31") -> Path | tuple[dict[str, pd.DataFrame], dict]:
+    """Generate the synthetic company; write it to ``out`` (Parquet + ground_truth.json) or return it.
+
+    Deterministic: the same arguments give the same tables. The generating
+    processes and their ground truth are documented in ``clm_helpers.synthetic``
+    and written to ``ground_truth.json`` next to the tables. The folder is
+    written under a temporary name and moved into place when complete, so a
+    reader never sees half a dataset.
+    """
+    from .synthetic import simulate_company
+
+    tables, truth = simulate_company(n_customers, seed=seed, start=start, end=end)
+    if out is None:
+        return tables, truth
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        for table, df in tables.items():
+            write_table(df, tmp / f"{table}.parquet")
+        (tmp / "ground_truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
+        (tmp / "README.md").write_text(_sample_readme(n_customers, seed, start, end, tables))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _sample_readme(n_customers, seed, start, end, tables) -> str:
+    rows = "\n".join(f"| {t} | {len(df):,} |" for t, df in tables.items())
+    return (
+        f"# Synthetic company ({n_customers:,} customers, seed {seed}, {start} to {end})\n\n"
+        "Generated by `clm sample` (clm_helpers.datasets.generate_sample); do not edit by hand.\n"
+        "The generating processes are documented in `clm_helpers/synthetic.py`; their parameters\n"
+        "(the ground truth a model should recover) are in `ground_truth.json`.\n\n"
+        f"| table | rows |\n|---|---|\n{rows}\n"
+    )
+
+
+def ensure_sample() -> Path:
+    """The default sample's folder, generated on first use."""
+    folder = data_dir() / "sample"
+    if (folder / "ground_truth.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / ".sample.lock", "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two notebooks starting at once generate it once
+        except ImportError:  # Windows: no advisory locks; the atomic rename still protects readers
+            pass
+        if not (folder / "ground_truth.json").exists():
+            generate_sample(out=folder)
+    return folder
