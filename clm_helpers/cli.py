@@ -4,36 +4,70 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .data import ClmError
 
 
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or NOTEBOOK:KEY=VALUE, got {text!r}")
+    return key.strip(), value
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="execute the notebooks with Papermill into an HTML report folder")
-    run.add_argument("--dataset", default="sample", help="sample, cdnow, a folder of table files or a DuckDB file")
-    run.add_argument("--notebooks", default="notebooks", help="folder of report notebooks (default: notebooks)")
-    run.add_argument("--out", default="reports", help="folder that receives one sub-folder per run (default: reports)")
+    run = sub.add_parser("run", help="execute the notebooks with Papermill into an HTML report folder",
+                         description="Execute the report notebooks with Papermill into <out>/<run id>/ and point <out>/latest at it "
+                                     "when every notebook succeeded. Command-line options override the config file.")
+    run.add_argument("--config", help="YAML run configuration (see configs/)")
+    run.add_argument("--dataset", help="sample, cdnow, a folder of table files or a DuckDB file (default: sample)")
+    run.add_argument("--out", help="folder that receives one sub-folder per run (default: reports)")
+    run.add_argument("--notebooks", dest="notebooks_dir", help="folder of report notebooks (default: notebooks)")
     run.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these notebooks (names without .ipynb)")
+    run.add_argument("--jobs", type=int, help="notebooks run at a time (default: the number of cores)")
     run.add_argument("--param", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                     help="a notebook parameter, repeatable; a name no selected notebook declares is an error")
-    run.add_argument("--show-code", action="store_true", help="keep the code cells in the HTML")
+                     help="a parameter for every notebook that declares it, or NOTEBOOK:KEY=VALUE for one notebook; repeatable")
+    run.add_argument("--show-code", action="store_true", default=None, help="keep the code cells in the HTML")
+    run.add_argument("--title", help="title of the run's index page")
+    run.add_argument("--keep-runs", type=int, help="keep only the newest N runs")
 
     sample = sub.add_parser("sample", help="generate the synthetic company as Parquet files")
     sample.add_argument("--customers", type=int, default=None, help="number of customers (default 20,000)")
     sample.add_argument("--seed", type=int, default=None, help="random seed (default 2024)")
     sample.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
     return parser
+
+
+def _run(args) -> int:
+    from . import report
+
+    config = report.load_config(args.config) if args.config else report.RunConfig()
+    for key in ("dataset", "out", "notebooks_dir", "jobs", "show_code", "title", "keep_runs"):
+        if getattr(args, key) is not None:
+            setattr(config, key, getattr(args, key))
+    if args.only:
+        config.only = args.only
+    for key, value in args.param:
+        notebook, sep, name = key.partition(":")
+        if sep:
+            config.per_notebook.setdefault(notebook, {})[name] = value
+        else:
+            config.parameters[key] = value
+    result = report.run(
+        config.notebooks_dir, config.out, parameters={"dataset": config.dataset, **config.parameters},
+        per_notebook=config.per_notebook, only=config.only, jobs=config.jobs, show_code=config.show_code,
+        title=config.title, keep_runs=config.keep_runs,
+    )
+    print(f"run {result.run_id}: {len(result.notebooks) - len(result.failed)} of {len(result.notebooks)} notebooks ok -> {result.folder}")
+    if result.failed:
+        for nb in result.notebooks:
+            if nb.status != "ok":
+                print(f"failed: {nb.notebook}: {nb.error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote {out}")
             return 0
-        from . import report
-
-        parameters = {"dataset": args.dataset, **dict(args.param)}
-        result = report.run(args.notebooks, args.out, parameters=parameters, only=args.only, show_code=args.show_code)
-        print(f"run {result.run_id}: {len(result.notebooks) - len(result.failed)} of {len(result.notebooks)} notebooks ok -> {result.folder}")
-        if result.failed:
-            print(f"failed: {', '.join(result.failed)}", file=sys.stderr)
-            return 1
-        return 0
+        return _run(args)
     except ClmError as exc:
         print(f"clm: error: {exc}", file=sys.stderr)
         return 2

@@ -1,41 +1,109 @@
 """The report runner: every notebook, executed by Papermill, rendered to HTML, one folder per run.
 
-A run writes into ``reports/.tmp-<run id>/`` and is moved to
-``reports/<run id>/`` only when every notebook has been tried; ``reports/latest``
-is pointed at it only when every notebook succeeded. An interrupted or failed
-run therefore never replaces the last complete one. A notebook that fails is recorded as failed (its HTML
-shows the error) and the others still run; the run's result says which failed.
+A run is written into ``<out>/.tmp-<run id>/`` and moved to ``<out>/<run id>/``
+only when every notebook has been tried; ``<out>/latest`` is pointed at it only
+when every notebook succeeded. An interrupted or failed run therefore never
+replaces the last complete one. A notebook that fails is recorded as failed
+(its HTML shows the error, the index shows the message and the failing cell)
+and the others still run.
+
+Headline figures: a notebook publishes a figure with ``report.publish(id,
+value)``, which displays it under the MIME type ``application/vnd.clm.metric+json``.
+The runner reads those outputs from the executed notebook (no HTML scraping),
+writes them to ``run.json`` and the run's index page, and removes them from the
+HTML. The known headline ids and their definitions are in ``HEADLINES``.
 """
 
 from __future__ import annotations
 
 import ast
+import html
 import json
+import math
 import os
 import shutil
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .data import ClmError
 
-__all__ = ["ParameterError", "NotebookResult", "RunResult", "discover_notebooks", "notebook_parameters", "run", "package_versions"]
+__all__ = [
+    "ParameterError",
+    "ConfigError",
+    "RunConfig",
+    "load_config",
+    "HEADLINES",
+    "METRIC_MIMETYPE",
+    "NotebookResult",
+    "RunResult",
+    "discover_notebooks",
+    "notebook_parameters",
+    "publish",
+    "run",
+    "package_versions",
+]
+
+METRIC_MIMETYPE = "application/vnd.clm.metric+json"
+
+#: The headline figures a run index shows as tiles: id -> (label, unit, definition).
+HEADLINES: dict[str, tuple[str, str, str]] = {
+    "active_customers": ("Active customers", "customers", "Customers with at least one purchase in the last 90 days before the observation end."),
+    "new_customers": ("New customers", "customers", "Customers who signed up in the last full calendar month before the observation end."),
+    "churn_rate": ("Churn", "%", "Share of customers active in the previous 90-day window who made no purchase in the last 90 days (non-contractual churn)."),
+    "cac": ("CAC (blended)", "currency", "All acquisition spend in the window divided by all customers acquired in it, organic included."),
+    "clv": ("CLV", "currency", "Mean expected customer lifetime value (discounted margin over the horizon) from the recommended probabilistic model."),
+    "clv_cac": ("CLV:CAC", "ratio", "Mean CLV of customers acquired through paid channels divided by paid CAC; 3:1 is the common benchmark."),
+    "nps": ("NPS", "points", "% promoters (9-10) minus % detractors (0-6) among NPS answers in the window, -100 to 100."),
+    "csat": ("CSAT", "%", "Share of CSAT answers that are 4 or 5 on the 1-5 scale (top-two-box)."),
+    "ces": ("CES", "score 1-7", "Mean Customer Effort Score answer on the 1-7 agreement scale ('made it easy'); higher is easier."),
+}
 
 
 class ParameterError(ClmError, ValueError):
-    """A run names a parameter or notebook that does not exist."""
+    """A run names a parameter or notebook that does not exist, or a value of the wrong type."""
+
+
+# ----------------------------------------------------------------------------- inside notebooks
+
+
+def publish(metric_id: str, value, *, label: str | None = None, unit: str | None = None) -> None:
+    """Publish a headline figure from a notebook, for the run index and ``run.json``.
+
+    Call it once per figure in the notebook that owns the figure
+    (``report.publish("nps", result.value)``). A missing value (None or NaN)
+    is published as missing, never as a number.
+    """
+    from IPython.display import display
+
+    known = HEADLINES.get(metric_id, (metric_id, "", ""))
+    number = None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    if number is not None and math.isinf(number):
+        raise ValueError(f"headline {metric_id} is infinite; publish None with a reason instead")
+    payload = {"id": metric_id, "value": number, "label": label or known[0], "unit": unit or known[1]}
+    shown = "missing" if number is None else f"{number:,.4g}"
+    display({METRIC_MIMETYPE: payload, "text/plain": f"headline {payload['label']}: {shown}"}, raw=True)
+
+
+# ----------------------------------------------------------------------------- planning
 
 
 @dataclass
 class NotebookResult:
-    """How one notebook went: status ("ok" or "failed"), seconds, and the error if any."""
+    """How one notebook went: status ("ok" or "failed"), seconds, the error and failing cell if any."""
 
     notebook: str
     status: str
     seconds: float
     html: str
+    parameters: dict = field(default_factory=dict)
     error: str | None = None
+    failed_cell: str | None = None
+    metrics: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -45,6 +113,9 @@ class RunResult:
     run_id: str
     folder: Path
     parameters: dict
+    title: str = "clm report"
+    started: str = ""
+    finished: str = ""
     notebooks: list[NotebookResult] = field(default_factory=list)
 
     @property
@@ -55,11 +126,19 @@ class RunResult:
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def metrics(self) -> dict:
+        """Every published headline figure: id -> {value, label, unit, notebook}."""
+        out = {}
+        for nb in self.notebooks:
+            for mid, m in nb.metrics.items():
+                out[mid] = {**m, "notebook": nb.notebook}
+        return out
+
 
 def discover_notebooks(folder: str | os.PathLike) -> dict[str, Path]:
     """The report notebooks in ``folder`` by name (file stem), in file-name order."""
-    paths = sorted(Path(folder).glob("*.ipynb"))
-    return {p.stem: p for p in paths}
+    return {p.stem: p for p in sorted(Path(folder).glob("*.ipynb"))}
 
 
 def notebook_parameters(path: Path) -> dict[str, dict]:
@@ -73,7 +152,10 @@ def _coerce(value, declared: dict):
     """A command-line string converted to the type of the notebook's default; strings stay exactly as given.
 
     The type comes from the parameter's annotation where there is one, else
-    from its default value (``n = 3`` makes ``--param n=5`` an integer).
+    from its default value (``n = 3`` makes ``--param n=5`` an integer). A
+    parameter whose default is None takes the text as is ("null" or "none"
+    give None); one whose default is a list or dict takes a YAML/JSON value
+    (``--param models=[bgnbd,pareto_nbd]``).
     """
     if not isinstance(value, str):
         return value
@@ -91,32 +173,153 @@ def _coerce(value, declared: dict):
             return int(value)
         if kind == "float":
             return float(value)
-    except (KeyError, ValueError):
-        raise ParameterError(f"parameter {name} takes a {kind} (its default is {declared.get('default')}), got {value!r}") from None
+        if kind == "NoneType":
+            return None if value.strip().lower() in ("null", "none", "") else value
+        if kind in ("list", "dict", "tuple"):
+            import yaml
+
+            parsed = yaml.safe_load(value)
+            if not isinstance(parsed, (list, dict)):
+                raise ValueError(value)
+            return parsed
+    except Exception as exc:  # int(), float(), a dict lookup and YAML each raise their own error
+        raise ParameterError(f"parameter {name} takes a {kind} (its default is {declared.get('default')}), got {value!r}") from exc
     return value
 
 
-def _plan(notebooks: dict[str, Path], only, parameters: dict) -> dict[str, dict]:
-    """Per selected notebook, the parameters it receives; unknown names fail before anything runs."""
-    if only:
-        unknown = [n for n in only if n not in notebooks]
-        if unknown:
-            raise ParameterError(f"no notebook named {unknown}; notebooks are {list(notebooks)}")
-        notebooks = {n: notebooks[n] for n in only}
-    plan = {}
-    for name, path in notebooks.items():
-        declared = notebook_parameters(path)
-        undeclared = sorted(set(parameters) - set(declared))
-        if undeclared:
+def plan_run(notebooks: dict[str, Path], *, only=None, shared: dict | None = None, per_notebook: dict | None = None) -> dict[str, dict]:
+    """Per selected notebook, the parameters it will receive. Every error is raised here, before anything runs.
+
+    ``shared`` parameters go to every selected notebook that declares them
+    (``dataset`` must be declared by all); a shared parameter that no selected
+    notebook declares is an error. ``per_notebook`` maps a notebook name to
+    its own parameters, each of which it must declare.
+    """
+    shared = dict(shared or {})
+    per_notebook = dict(per_notebook or {})
+    selected = list(only) if only else list(notebooks)
+    unknown = [n for n in selected + list(per_notebook) if n not in notebooks]
+    if unknown:
+        raise ParameterError(f"no notebook named {sorted(set(unknown))}; notebooks are {list(notebooks)}")
+    declared = {name: notebook_parameters(notebooks[name]) for name in selected}
+    for key in shared:
+        if not any(key in d for d in declared.values()):
+            valid = sorted({k for d in declared.values() for k in d})
             raise ParameterError(
-                f"notebook {name} does not declare parameter(s) {undeclared}; it declares {sorted(declared)}"
+                f"no selected notebook declares parameter {key!r}; they declare {valid}"
+                if len(selected) > 1 else
+                f"notebook {selected[0]} does not declare parameter(s) [{key!r}]; it declares {valid}"
             )
-        plan[name] = {k: _coerce(v, declared[k]) for k, v in parameters.items()}
+    missing_dataset = [n for n, d in declared.items() if "dataset" in shared and "dataset" not in d]
+    if missing_dataset:
+        raise ParameterError(f"notebook(s) {missing_dataset} do not declare the shared parameter 'dataset'")
+    plan = {}
+    for name in selected:
+        own = per_notebook.get(name, {})
+        undeclared = sorted(set(own) - set(declared[name]))
+        if undeclared:
+            raise ParameterError(f"notebook {name} does not declare parameter(s) {undeclared}; it declares {sorted(declared[name])}")
+        params = {k: v for k, v in shared.items() if k in declared[name]}
+        params.update(own)
+        plan[name] = {k: _coerce(v, {**declared[name][k], "name": k}) for k, v in params.items()}
     return plan
 
 
-def _to_html(executed: Path, *, show_code: bool) -> Path:
-    import nbformat
+# ----------------------------------------------------------------------------- configuration
+
+
+class ConfigError(ClmError, ValueError):
+    """A run configuration file names an unknown key or a value of the wrong type."""
+
+
+#: Keys of a run configuration file: key -> (type(s), meaning).
+CONFIG_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "title": ((str,), "title of the run's index page"),
+    "dataset": ((str,), "sample, cdnow, a folder of table files or a DuckDB file"),
+    "out": ((str,), "folder receiving one sub-folder per run"),
+    "notebooks_dir": ((str,), "folder of report notebooks"),
+    "jobs": ((int,), "notebooks run at a time"),
+    "keep_runs": ((int,), "keep only the newest N runs"),
+    "show_code": ((bool,), "keep code cells in the HTML"),
+    "parameters": ((dict,), "parameters for every notebook that declares them (date window, ...)"),
+    "notebooks": ((list, dict), "notebooks to run: a list of names, or names mapped to their own parameters"),
+}
+
+
+@dataclass
+class RunConfig:
+    """A run's settings, from a YAML file and/or the command line."""
+
+    title: str = "clm report"
+    dataset: str = "sample"
+    out: str = "reports"
+    notebooks_dir: str = "notebooks"
+    jobs: int | None = None
+    keep_runs: int | None = None
+    show_code: bool = False
+    parameters: dict = field(default_factory=dict)
+    only: list[str] | None = None
+    per_notebook: dict = field(default_factory=dict)
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read and check a YAML run configuration; errors name the file, the key and the reason."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys {sorted(CONFIG_KEYS)}, got {type(raw).__name__}")
+    for key, value in raw.items():
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r}; valid keys are {sorted(CONFIG_KEYS)}")
+        types, meaning = CONFIG_KEYS[key]
+        if value is not None and (not isinstance(value, types) or (bool in types) != isinstance(value, bool)):
+            raise ConfigError(f"{path}: {key} ({meaning}) must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
+        if key in ("jobs", "keep_runs") and value is not None and value < 1:
+            raise ConfigError(f"{path}: {key} must be at least 1, got {value}")
+    config = RunConfig(**{k: v for k, v in raw.items() if k in RunConfig.__dataclass_fields__ and v is not None})
+    notebooks = raw.get("notebooks")
+    if isinstance(notebooks, list):
+        config.only = [str(n) for n in notebooks]
+    elif isinstance(notebooks, dict):
+        config.only = list(notebooks)
+        for name, params in notebooks.items():
+            if params is not None and not isinstance(params, dict):
+                raise ConfigError(f"{path}: notebooks.{name} must map parameter names to values, got {params!r}")
+            config.per_notebook[name] = params or {}
+    return config
+
+
+# ----------------------------------------------------------------------------- executing
+
+
+def _read_results(executed) -> tuple[dict, str | None]:
+    """Published metrics and the source of the first cell that raised, from an executed notebook node."""
+    metrics, failed_cell = {}, None
+    for cell in executed.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if METRIC_MIMETYPE in data:
+                m = dict(data[METRIC_MIMETYPE])
+                metrics[m.pop("id")] = m
+                continue
+            if out.get("output_type") == "error" and failed_cell is None:
+                failed_cell = cell.source
+            kept.append(out)
+        cell.outputs = kept
+    return metrics, failed_cell
+
+
+def _to_html(executed, path: Path, *, show_code: bool, title: str) -> None:
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
@@ -126,13 +329,13 @@ def _to_html(executed: Path, *, show_code: bool) -> Path:
         exclude_output_prompt=True,
         embed_images=True,
     )
-    body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
-    html = executed.with_suffix(".html")
-    html.write_text(body, encoding="utf-8")
-    return html
+    executed.metadata["title"] = title
+    body, _ = exporter.from_notebook_node(executed)
+    path.write_text(body, encoding="utf-8")
 
 
-def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code: bool) -> NotebookResult:
+def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code: bool, title: str) -> NotebookResult:
+    import nbformat
     import papermill
 
     out = folder / f"{name}.ipynb"
@@ -141,55 +344,148 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
     try:
         papermill.execute_notebook(
             str(path), str(out), parameters=parameters, kernel_name="python3",
-            progress_bar=False, cwd=str(folder),
+            progress_bar=False, log_output=False, cwd=str(folder),
         )
-    except Exception as exc:  # papermill records the failing cell in `out`; keep going with the others
-        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-    html = _to_html(out, show_code=show_code) if out.exists() else None
+    except Exception as exc:  # papermill records the failing cell in `out`; the run goes on with the others
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        error = lines[-1] if lines else type(exc).__name__
+        if getattr(exc, "ename", None):
+            error = f"{exc.ename}: {exc.evalue}"
+    metrics, failed_cell, html_name = {}, None, ""
+    if out.exists():
+        executed = nbformat.read(out, as_version=4)
+        metrics, failed_cell = _read_results(executed)
+        html_name = f"{name}.html"
+        _to_html(executed, folder / html_name, show_code=show_code, title=f"{title}: {name}")
     return NotebookResult(
-        notebook=name,
-        status="ok" if error is None else "failed",
-        seconds=round(time.monotonic() - started, 2),
-        html=html.name if html else "",
-        error=error,
+        notebook=name, status="ok" if error is None else "failed",
+        seconds=round(time.monotonic() - started, 2), html=html_name,
+        parameters=parameters, error=error, failed_cell=failed_cell, metrics=metrics,
     )
 
 
+class _Progress:
+    """One status line on a terminal (running / done / failed, elapsed); silent otherwise (cron)."""
+
+    def __init__(self, names, stream=None):
+        self.stream = stream or sys.stderr
+        self.on = self.stream.isatty()
+        self.state = {n: "waiting" for n in names}
+        self.start = time.monotonic()
+        self.lock = threading.Lock()
+
+    def update(self, name, state):
+        with self.lock:
+            self.state[name] = state
+            if not self.on:
+                return
+            running = [n for n, s in self.state.items() if s == "running"]
+            done = sum(s == "ok" for s in self.state.values())
+            failed = [n for n, s in self.state.items() if s == "failed"]
+            line = f"[{time.monotonic() - self.start:6.1f}s] {done}/{len(self.state)} done"
+            if failed:
+                line += f", failed: {', '.join(failed)}"
+            if running:
+                line += f"; running: {', '.join(running)}"
+            self.stream.write("\r\033[K" + line[:200])
+            self.stream.flush()
+
+    def close(self):
+        if self.on:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathLike = "reports", *,
-        parameters: dict | None = None, only: list[str] | None = None, show_code: bool = False,
-        progress=print) -> RunResult:
-    """Execute the notebooks into a new run folder under ``out_root`` and point ``latest`` at it."""
+        parameters: dict | None = None, per_notebook: dict | None = None, only: list[str] | None = None,
+        jobs: int | None = None, show_code: bool = False, title: str = "clm report", keep_runs: int | None = None,
+        run_id: str | None = None) -> RunResult:
+    """Execute notebooks into a new run folder under ``out_root``; point ``latest`` at it if all succeeded.
+
+    ``jobs`` notebooks run at a time, each in a fresh kernel (default: the
+    number of cores). ``keep_runs`` deletes the oldest run folders beyond
+    that number (never the one ``latest`` points to).
+    """
     parameters = dict(parameters or {})
     notebooks = discover_notebooks(notebooks_dir)
     if not notebooks:
         raise ParameterError(f"no notebooks (*.ipynb) in {notebooks_dir}")
-    plan = _plan(notebooks, only, parameters)
+    plan = plan_run(notebooks, only=only, shared=parameters, per_notebook=per_notebook)
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    run_id = stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1, 1000):  # two runs in the same second: 20261123T053000Z, 20261123T053000Z-1, ...
-        if not (out_root / run_id).exists() and not (out_root / f".tmp-{run_id}").exists():
-            break
-        run_id = f"{stamp}-{n}"
+    _remove_abandoned(out_root)
+    run_id = run_id or _new_run_id(out_root)
     tmp = out_root / f".tmp-{run_id}"
     tmp.mkdir()
-    result = RunResult(run_id=run_id, folder=out_root / run_id, parameters=parameters)
+    (tmp / ".pid").write_text(str(os.getpid()))
+    result = RunResult(run_id=run_id, folder=out_root / run_id, parameters=parameters, title=title, started=_now())
+    progress = _Progress(plan)
     try:
-        for name, params in plan.items():
-            progress(f"running {name} ...")
-            nb = _execute(name, notebooks[name], params, tmp, show_code=show_code)
-            result.notebooks.append(nb)
-            progress(f"  {nb.status} in {nb.seconds:.1f}s" + (f": {nb.error}" if nb.error else ""))
-        (tmp / "run.json").write_text(json.dumps(
-            {"run_id": run_id, "parameters": parameters, "notebooks": [asdict(n) for n in result.notebooks]},
-            indent=2, default=str) + "\n")
+        def one(name):
+            progress.update(name, "running")
+            nb = _execute(name, notebooks[name], plan[name], tmp, show_code=show_code, title=title)
+            progress.update(name, nb.status)
+            return nb
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1)) as pool:
+            result.notebooks = list(pool.map(one, plan))
+        progress.close()
+        result.finished = _now()
+        _write_run(result, tmp, per_notebook=per_notebook)
+        (tmp / ".pid").unlink()
         os.replace(tmp, result.folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if result.ok:  # `latest` only ever points to a run where every notebook succeeded
         _point_latest(out_root, run_id)
+    if keep_runs:
+        _prune(out_root, keep_runs)
+    write_runs_index(out_root)
     return result
+
+
+def _remove_abandoned(out_root: Path) -> None:
+    """Delete ``.tmp-*`` folders left by runs that were killed (their process is gone)."""
+    for tmp in out_root.glob(".tmp-*"):
+        try:
+            pid = int((tmp / ".pid").read_text())
+            os.kill(pid, 0)  # still running: leave it alone
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _new_run_id(out_root: Path) -> str:
+    """UTC start time, sortable; two runs in the same second get -1, -2, ..."""
+    stamp = run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    n = 0
+    while (out_root / run_id).exists() or (out_root / f".tmp-{run_id}").exists():
+        n += 1
+        run_id = f"{stamp}-{n}"
+    return run_id
+
+
+def _write_run(result: RunResult, folder: Path, *, per_notebook) -> None:
+    record = {
+        "run_id": result.run_id,
+        "title": result.title,
+        "started": result.started,
+        "finished": result.finished,
+        "status": "ok" if result.ok else "failed",
+        "parameters": result.parameters,
+        "notebook_parameters": per_notebook or {},
+        "packages": package_versions().to_dict()["version"],
+        "notebooks": [{k: v for k, v in asdict(n).items() if k != "metrics"} for n in result.notebooks],
+        "metrics": result.metrics,
+    }
+    (folder / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    (folder / "index.html").write_text(render_run_index(record), encoding="utf-8")
 
 
 def _point_latest(out_root: Path, run_id: str) -> None:
@@ -204,7 +500,166 @@ def _point_latest(out_root: Path, run_id: str) -> None:
     os.replace(tmp_link, link)
 
 
-def package_versions(names=("clm", "pandas", "numpy", "scipy", "lifetimes", "ibis-framework", "duckdb", "papermill", "matplotlib")) -> "pd.DataFrame":
+def list_runs(out_root: str | os.PathLike) -> list[dict]:
+    """The ``run.json`` of every finished run under ``out_root``, oldest first."""
+    runs = []
+    for path in sorted(Path(out_root).glob("*/run.json")):
+        if path.parent.is_symlink() or path.parent.name.startswith("."):
+            continue
+        try:
+            runs.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return runs
+
+
+def _prune(out_root: Path, keep: int) -> None:
+    latest = os.readlink(out_root / "latest") if (out_root / "latest").is_symlink() else None
+    finished = [r["run_id"] for r in list_runs(out_root)]
+    for run_id in finished[:-keep] if keep < len(finished) else []:
+        if run_id != latest:
+            shutil.rmtree(out_root / run_id, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- HTML pages
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2rem auto;padding:0 1rem;color:#1d2230;line-height:1.45}
+h1{margin-bottom:.2rem}.meta{color:#5b6275;margin-top:0}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:.8rem;margin:1.2rem 0}
+.tile{border:1px solid #d9dce3;border-radius:8px;padding:.7rem .9rem;break-inside:avoid}
+.tile .label{font-size:.85rem;color:#5b6275}.tile .value{font-size:1.6rem;font-weight:600}
+.tile details{font-size:.8rem;color:#3d4356}.tile summary{cursor:pointer;color:#2f5bb7}
+table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e3e5ea;vertical-align:top}
+.ok{color:#1b7f3b;font-weight:600}.failed{color:#b3261e;font-weight:600}
+pre{white-space:pre-wrap;word-break:break-word;background:#f6f7f9;padding:.5rem;border-radius:4px;font-size:.8rem}
+img{max-width:100%}
+@media print{a{color:inherit;text-decoration:none}.tile details{display:block}}
+"""
+
+
+def _fmt(value, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if unit == "%":
+        return f"{value:,.1f}%"
+    if unit == "ratio":
+        return f"{value:,.2f}:1"
+    if unit in ("customers",):
+        return f"{value:,.0f}"
+    if unit == "currency":
+        return f"{value:,.2f}"
+    return f"{value:,.1f}"
+
+
+def _page(title: str, body: str) -> str:
+    e = html.escape
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{e(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n")
+
+
+def _tiles(metrics: dict) -> str:
+    e = html.escape
+    tiles = []
+    ids = [m for m in HEADLINES if m in metrics] + [m for m in metrics if m not in HEADLINES]
+    for mid in ids:
+        m = metrics[mid]
+        label, unit, definition = HEADLINES.get(mid, (m.get("label", mid), m.get("unit", ""), ""))
+        tiles.append(
+            f"<div class=\"tile\"><div class=\"label\">{e(label)}</div>"
+            f"<div class=\"value\">{e(_fmt(m.get('value'), unit))}</div>"
+            f"<details><summary>definition</summary>{e(definition or 'see the notebook')} "
+            f"<br>From <a href=\"{e(m.get('notebook', ''))}.html\">{e(m.get('notebook', ''))}</a>.</details></div>"
+        )
+    return f"<div class=\"tiles\">{''.join(tiles)}</div>" if tiles else "<p>No headline figures were published.</p>"
+
+
+def render_run_index(record: dict) -> str:
+    """The run's index page: title, dataset and parameters, headline tiles, one row per notebook."""
+    e = html.escape
+    params = "".join(f"<tr><th>{e(str(k))}</th><td>{e(json.dumps(v, default=str))}</td></tr>" for k, v in record["parameters"].items())
+    rows = []
+    for nb in record["notebooks"]:
+        name = e(nb["notebook"])
+        link = f"<a href=\"{e(nb['html'])}\">{name}</a>" if nb["html"] else name
+        detail = ""
+        if nb["status"] != "ok":
+            detail = f"<pre>{e(nb.get('error') or '')}</pre>"
+            if nb.get("failed_cell"):
+                detail += f"<details><summary>cell that failed</summary><pre>{e(nb['failed_cell'])}</pre></details>"
+        rows.append(f"<tr><td>{link}</td><td class=\"{e(nb['status'])}\">{e(nb['status'])}</td>"
+                    f"<td>{nb['seconds']:.1f}s</td><td>{detail}</td></tr>")
+    body = (
+        f"<h1>{e(record['title'])}</h1>"
+        f"<p class=\"meta\">Run {e(record['run_id'])} · started {e(record['started'])} · finished {e(record['finished'])} · "
+        f"<span class=\"{e(record['status'])}\">{e(record['status'])}</span> · <a href=\"run.json\">run.json</a> · <a href=\"../index.html\">all runs</a></p>"
+        f"<h2>Headline figures</h2>{_tiles(record['metrics'])}"
+        f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>duration</th><th></th></tr>{''.join(rows)}</table>"
+        f"<h2>Parameters</h2><table>{params}</table>"
+    )
+    return _page(record["title"], body)
+
+
+def _trend_png(runs: list[dict]) -> str | None:
+    """Small multiples of each headline figure across runs, as a base64 PNG (None if fewer than two runs)."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = [m for m in HEADLINES if sum(r.get("metrics", {}).get(m, {}).get("value") is not None for r in runs) >= 2]
+    if not ids:
+        return None
+    cols = 3
+    rows = math.ceil(len(ids) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False)
+    for ax, mid in zip(axes.flat, ids):
+        xs = [r["run_id"][:8] for r in runs]
+        ys = [r.get("metrics", {}).get(mid, {}).get("value") for r in runs]
+        ax.plot(range(len(xs)), [float("nan") if y is None else y for y in ys], marker="o")
+        ax.set_title(HEADLINES[mid][0], fontsize=10)
+        ax.set_xticks(range(len(xs)), xs, rotation=30, fontsize=7)
+        ax.set_ylabel(HEADLINES[mid][1], fontsize=8)
+    for ax in list(axes.flat)[len(ids):]:
+        ax.axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_runs_index(out_root: str | os.PathLike) -> Path:
+    """``<out>/index.html``: every run with its status and headline figures, and their trend across runs."""
+    e = html.escape
+    out_root = Path(out_root)
+    runs = list_runs(out_root)
+    latest = os.readlink(out_root / "latest") if (out_root / "latest").is_symlink() else None
+    ids = [m for m in HEADLINES if any(m in r.get("metrics", {}) for r in runs)]
+    head = "".join(f"<th>{e(HEADLINES[m][0])}</th>" for m in ids)
+    rows = []
+    for r in reversed(runs):
+        cells = "".join(f"<td>{e(_fmt(r['metrics'][m].get('value'), HEADLINES[m][1]) if m in r.get('metrics', {}) else '')}</td>" for m in ids)
+        mark = " (latest)" if r["run_id"] == latest else ""
+        rows.append(f"<tr><td><a href=\"{e(r['run_id'])}/index.html\">{e(r['run_id'])}</a>{mark}</td>"
+                    f"<td>{e(r.get('title', ''))}</td><td class=\"{e(r.get('status', ''))}\">{e(r.get('status', ''))}</td>{cells}</tr>")
+    png = _trend_png(runs)
+    trend = f"<h2>Trends</h2><img alt=\"headline figures across runs\" src=\"data:image/png;base64,{png}\">" if png else ""
+    body = (f"<h1>clm reports</h1><p class=\"meta\">{len(runs)} run(s); "
+            + (f"<a href=\"latest/index.html\">latest complete run</a>" if latest else "no complete run yet")
+            + f"</p>{trend}<h2>Runs</h2><table><tr><th>run</th><th>title</th><th>status</th>{head}</tr>{''.join(rows)}</table>")
+    path = out_root / "index.html"
+    tmp = out_root / ".index.html.tmp"
+    tmp.write_text(_page("clm reports", body), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def package_versions(names=("clm", "pandas", "numpy", "scipy", "lifetimes", "ibis-framework", "duckdb", "papermill", "matplotlib")):
     """Installed versions of the packages a report's numbers depend on (for the closing cell of every notebook)."""
     import platform
     from importlib import metadata

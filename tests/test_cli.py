@@ -36,7 +36,7 @@ def test_failed_notebook_is_reported_others_finish_and_latest_is_kept(tmp_path, 
     good = os.readlink(tmp_path / "latest")
     code = cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path)])
     assert code == 1
-    assert "failed: b_fails" in capsys.readouterr().err
+    assert "failed: b_fails: RuntimeError: deliberate failure for the runner tests" in capsys.readouterr().err
     assert os.readlink(tmp_path / "latest") == good
     runs = sorted(p for p in tmp_path.iterdir() if p.name[0].isdigit())
     failed_run = json.loads((runs[-1] / "run.json").read_text())
@@ -55,10 +55,118 @@ def test_undeclared_parameter_fails_before_anything_runs(tmp_path):
 
 def test_unknown_notebook_fails_before_anything_runs(tmp_path, capsys):
     assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "nope"]) == 2
-    assert "no notebook named ['nope']; notebooks are ['a_ok', 'b_fails']" in capsys.readouterr().err
+    assert "no notebook named ['nope']; notebooks are ['a_ok', 'b_fails', 'c_metrics']" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_sample_command_writes_the_dataset(tmp_path):
     assert cli.main(["sample", "--customers", "300", "--seed", "1", "--out", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "ground_truth.json").exists()
+
+
+def test_published_headlines_reach_run_json_and_index_but_not_the_notebook_html(tmp_path):
+    result = run(FIXTURES, tmp_path, parameters={"dataset": "sample"}, only=["a_ok", "c_metrics"], jobs=2, title="Weekly <CLM>")
+    assert result.ok
+    record = json.loads((tmp_path / "latest" / "run.json").read_text())
+    assert record["metrics"]["nps"] == {"value": 12.5, "label": "NPS", "unit": "points", "notebook": "c_metrics"}
+    assert record["metrics"]["csat"]["value"] is None  # NaN is published as missing, never as a number
+    assert {"run_id", "title", "started", "finished", "status", "parameters", "packages", "notebooks"} <= set(record)
+    assert record["packages"]["pandas"]
+    assert [n["notebook"] for n in record["notebooks"]] == ["a_ok", "c_metrics"]
+    index = (tmp_path / "latest" / "index.html").read_text()
+    assert "Weekly &lt;CLM&gt;" in index and "<CLM>" not in index
+    assert '<a href="c_metrics.html">c_metrics</a>' in index
+    assert "12.5" in index and "% promoters (9-10) minus % detractors (0-6)" in index
+    assert "vnd.clm.metric" not in (tmp_path / "latest" / "c_metrics.html").read_text()
+    assert "published" in (tmp_path / "latest" / "c_metrics.html").read_text()
+    runs_index = (tmp_path / "index.html").read_text()
+    assert f'href="{result.run_id}/index.html"' in runs_index
+
+
+def test_failed_notebook_shows_its_error_and_cell_in_the_index(tmp_path):
+    result = run(FIXTURES, tmp_path, parameters={"dataset": "sample"}, only=["b_fails"])
+    index = (result.folder / "index.html").read_text()
+    assert "RuntimeError: deliberate failure for the runner tests" in index
+    assert "raise RuntimeError(&quot;deliberate failure" in index
+
+
+def test_per_notebook_parameter_must_be_declared_by_that_notebook(tmp_path):
+    with pytest.raises(ParameterError, match=r"notebook b_fails does not declare parameter\(s\) \['label'\]; it declares \['dataset'\]"):
+        run(FIXTURES, tmp_path, parameters={"dataset": "x"}, per_notebook={"b_fails": {"label": "y"}})
+    assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "a_ok", "--param", "a_ok:n=x"]) == 2
+
+
+def test_keep_runs_prunes_the_oldest(tmp_path):
+    for _ in range(3):
+        run(FIXTURES, tmp_path, parameters={"dataset": "s"}, only=["a_ok"], keep_runs=2)
+    runs = sorted(p.name for p in tmp_path.iterdir() if p.name[0].isdigit())
+    assert len(runs) == 2
+    assert os.readlink(tmp_path / "latest") == runs[-1]
+
+
+def test_config_file_drives_a_run(tmp_path):
+    config = tmp_path / "weekly.yaml"
+    config.write_text(
+        f"title: Weekly\nout: {tmp_path / 'out'}\nnotebooks_dir: {FIXTURES}\njobs: 1\n"
+        "parameters: {label: from config}\nnotebooks:\n  a_ok: {n: 5}\n"
+    )
+    assert cli.main(["run", "--config", str(config)]) == 0
+    record = json.loads((tmp_path / "out" / "latest" / "run.json").read_text())
+    assert record["title"] == "Weekly"
+    assert record["notebooks"][0]["parameters"] == {"dataset": "sample", "label": "from config", "n": 5}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("titel: x\n", r"unknown key 'titel'; valid keys are \['dataset', 'jobs'"),
+        ("jobs: two\n", r"jobs \(notebooks run at a time\) must be int, got 'two'"),
+        ("jobs: 0\n", r"jobs must be at least 1, got 0"),
+        ("show_code: 1\n", r"show_code \(keep code cells in the HTML\) must be bool, got 1"),
+        ("- a\n- b\n", r"a config is a mapping of keys"),
+        ("notebooks: {a_ok: 3}\n", r"notebooks.a_ok must map parameter names to values, got 3"),
+        ("title: [unclosed\n", r"not valid YAML"),
+    ],
+)
+def test_invalid_config_names_the_key_and_reason(tmp_path, text, message):
+    from clm_helpers.report import ConfigError, load_config
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
+
+
+def test_the_shipped_example_configs_are_valid():
+    from clm_helpers.report import load_config
+
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert [c.name for c in configs] == ["monthly.yaml", "weekly.yaml"]
+    for c in configs:
+        load_config(c)
+
+
+def test_killed_run_leaves_latest_alone_and_its_folder_is_cleaned_next_time(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "a_ok"]) == 0
+    good = os.readlink(tmp_path / "latest")
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    nb = nbformat.read(FIXTURES / "a_ok.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import time; time.sleep(60)"))
+    nbformat.write(nb, slow / "a_ok.ipynb")
+    proc = subprocess.Popen([sys.executable, "-m", "clm_helpers.cli", "run", "--notebooks", str(slow), "--out", str(tmp_path)],
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".tmp-*/a_ok.ipynb")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.readlink(tmp_path / "latest") == good
+    assert [p.name for p in tmp_path.iterdir() if p.name[0].isdigit()] == [good]
+    assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "a_ok"]) == 0
+    assert not list(tmp_path.glob(".tmp-*"))
