@@ -112,6 +112,9 @@ class TableSchema:
         )
 
 
+#: Dates before this are counted in the notes as likely placeholders.
+EARLIEST_DATE = pd.Timestamp("1970-01-01")
+
 #: Survey types and their answer scales (inclusive, whole numbers).
 SURVEY_SCALES: dict[str, tuple[int, int]] = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}
 
@@ -267,7 +270,7 @@ def _parse_time(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd
         out = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
         _fail(
             table, col.name, df, text.notna() & out.isna(),
-            "are not ISO 8601 dates or times (expected e.g. 2024-03-01 or 2024-03-01 14:05:00)",
+            "are not ISO 8601 dates or times between the years 1678 and 2261 (expected e.g. 2024-03-01 or 2024-03-01 14:05:00)",
         )
     out = out.astype("datetime64[us]")
     if col.kind == "date":
@@ -380,8 +383,21 @@ def validate_table(table: str, df: pd.DataFrame, *, mapping: dict[str, str] | No
 
 
 def _table_rules(table: str, df: pd.DataFrame) -> list[str]:
-    """Rules that involve more than one column; returns notes for kept rows."""
+    """Rules that involve more than one column or the calendar; returns notes for kept rows."""
     notes = []
+    today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize() + pd.Timedelta(days=1)
+    for col in SCHEMAS[table].columns:
+        if col.kind in ("timestamp", "date") and col.name in df.columns and col.name != "end_date":
+            future = int((df[col.name] >= today).sum())
+            if future:
+                notes.append(f"{table}.{col.name}: {future:,} rows are dated after today; kept (check the export's clock or time zone)")
+            ancient = int((df[col.name] < EARLIEST_DATE).sum())
+            if ancient:
+                notes.append(f"{table}.{col.name}: {ancient:,} rows are dated before {EARLIEST_DATE:%Y-%m-%d} (placeholder dates?); kept")
+    if table in ("transactions", "surveys", "product_events", "marketing_spend"):
+        duplicated = int(df.duplicated().sum())
+        if duplicated:
+            notes.append(f"{table}: {duplicated:,} rows repeat another row exactly; kept (check the export was not loaded twice)")
     if table == "surveys":
         for survey, (low, high) in SURVEY_SCALES.items():
             rows = df["survey"] == survey

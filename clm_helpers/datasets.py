@@ -140,8 +140,9 @@ def load(source: str | os.PathLike = "sample", *, mapping: dict[str, dict[str, s
     if isinstance(source, str) and source == "cdnow":
         return load_cdnow()
     path = Path(source).expanduser()
+    read_notes = []
     if path.is_dir():
-        frames = _read_folder(path)
+        frames, read_notes = _read_folder(path)
         truth_file = path / "ground_truth.json"
         truth = json.loads(truth_file.read_text()) if truth_file.exists() else {}
     elif path.is_file() and path.suffix.lower() in _DUCKDB_SUFFIXES:
@@ -155,7 +156,9 @@ def load(source: str | os.PathLike = "sample", *, mapping: dict[str, dict[str, s
             f"{path}: no table found; expected files or tables named after the tables {list(TABLES)} "
             f"(e.g. transactions.csv, customers.parquet)"
         )
-    return from_frames(path.name, mapping=mapping, truth=truth, **frames)
+    ds = from_frames(path.name, mapping=mapping, truth=truth, **frames)
+    ds.notes[:0] = read_notes
+    return ds
 
 
 def _table_file(folder: Path, table: str) -> Path | None:
@@ -165,27 +168,38 @@ def _table_file(folder: Path, table: str) -> Path | None:
     return found[0] if found else None
 
 
-def _read_folder(folder: Path) -> dict[str, pd.DataFrame]:
-    """Read every table file in ``folder`` through Ibis/DuckDB (CSV text is parsed by the contract, not guessed)."""
+def _read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Read every table file in ``folder`` through Ibis/DuckDB; CSV text is parsed by the contract, not guessed.
+
+    DuckDB detects the delimiter and a UTF-8 byte-order mark; a CSV file that
+    is not valid UTF-8 is read as Latin-1 (Windows exports), and a note says so.
+    """
     from .engine import default_backend
 
     con = default_backend()
-    frames = {}
+    frames, notes = {}, []
     for table in TABLES:
         path = _table_file(folder, table)
         if path is None:
             continue
+        is_parquet = path.suffix in (".parquet", ".pq")
         try:
-            if path.suffix in (".parquet", ".pq"):
-                expr = con.read_parquet(path)
-            else:
+            if is_parquet:
+                frames[table] = con.read_parquet(path).to_pandas()
+                continue
+            try:
                 # all_varchar: every column arrives as text, so the contract (not
                 # DuckDB's sniffer) decides what is a number, a date or an id.
-                expr = con.read_csv(path, all_varchar=True, header=True)
-            frames[table] = expr.to_pandas()
+                frames[table] = con.read_csv(path, all_varchar=True, header=True).to_pandas()
+            except Exception as exc:
+                if "not utf-8 encoded" not in str(exc):
+                    raise
+                frames[table] = con.read_csv(path, all_varchar=True, header=True, encoding="latin-1").to_pandas()
+                notes.append(f"{table}: {path.name} is not UTF-8; read as Latin-1")
         except Exception as exc:  # DuckDB's own message says what is wrong with the file
-            raise SchemaError(f"{table}: cannot read {path} as {'Parquet' if path.suffix in ('.parquet', '.pq') else 'CSV'}: {exc}") from exc
-    return frames
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SchemaError(f"{table}: cannot read {path} as {'Parquet' if is_parquet else 'CSV'}: {first}") from exc
+    return frames, notes
 
 
 def _read_duckdb(path: Path) -> dict[str, pd.DataFrame]:

@@ -225,3 +225,22 @@ def test_every_table_has_a_schema_with_a_time_column_and_meanings():
         assert schema.time_column in schema.required
         assert all(c.description for c in schema.columns)
         assert len(schema.describe()) == len(schema.columns)
+
+
+def test_future_and_placeholder_dates_are_kept_and_counted():
+    clean, notes = validate_table("transactions", tx(timestamp=["2200-01-01", "1900-01-01", "2024-01-01"]))
+    assert len(clean) == 3
+    assert "transactions.timestamp: 1 rows are dated after today; kept (check the export's clock or time zone)" in notes
+    assert "transactions.timestamp: 1 rows are dated before 1970-01-01 (placeholder dates?); kept" in notes
+
+
+def test_exact_duplicate_rows_are_kept_and_counted():
+    raw = tx().drop(columns="transaction_id")
+    clean, notes = validate_table("transactions", pd.concat([raw, raw.iloc[[0]]]))
+    assert len(clean) == 4
+    assert notes == ["transactions: 1 rows repeat another row exactly; kept (check the export was not loaded twice)"]
+
+
+def test_an_empty_table_is_valid_and_keeps_its_columns():
+    clean, notes = validate_table("transactions", tx().iloc[:0])
+    assert clean.empty and list(clean.columns) == ["customer_id", "timestamp", "amount", "transaction_id"]

@@ -150,3 +150,23 @@ def test_ensure_sample_generates_once_into_the_data_dir(tmp_path, monkeypatch):
     assert datasets.ensure_sample() == tmp_path / "sample"
     assert len(calls) == 1
     assert len(datasets.load("sample").customers) == 500
+
+
+def test_csv_with_semicolons_and_a_byte_order_mark_is_read(tmp_path):
+    (tmp_path / "transactions.csv").write_bytes("\ufeffcustomer_id;timestamp;amount\nC1;2024-01-01;10.5\nC2;2024-01-02;3\n".encode("utf-8"))
+    ds = datasets.load(tmp_path)
+    assert ds.transactions["customer_id"].tolist() == ["C1", "C2"]
+    assert ds.transactions["amount"].tolist() == [10.5, 3.0]
+
+
+def test_latin1_csv_is_read_and_noted(tmp_path):
+    (tmp_path / "customers.csv").write_bytes("customer_id,signup_date,country\nC1,2024-01-01,M\xfcnchen\n".encode("latin-1"))
+    ds = datasets.load(tmp_path)
+    assert ds.customers["country"].tolist() == ["München"]
+    assert ds.notes[0] == "customers: customers.csv is not UTF-8; read as Latin-1"
+
+
+def test_a_binary_file_named_csv_is_refused(tmp_path):
+    (tmp_path / "transactions.csv").write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(SchemaError, match=r"transactions: (cannot read .*transactions.csv as CSV|missing required column)"):
+        datasets.load(tmp_path)
