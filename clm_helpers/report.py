@@ -328,6 +328,9 @@ def _to_html(executed, path: Path, *, show_code: bool, title: str) -> None:
         exclude_input_prompt=True,
         exclude_output_prompt=True,
         embed_images=True,
+        # User-supplied text (survey comments, campaign names) reaches outputs: nbconvert's
+        # sanitizer strips scripts and event handlers from HTML and Markdown outputs.
+        sanitize_html=True,
     )
     executed.metadata["title"] = title
     body, _ = exporter.from_notebook_node(executed)
