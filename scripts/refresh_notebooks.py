@@ -24,17 +24,21 @@ CHECKED = "nbval-check-output"
 def strip(nb) -> None:
     nb.metadata.pop("papermill", None)
     nb.metadata.pop("widgets", None)
+    count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("papermill", None)
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
         if CHECKED in cell.metadata.get("tags", []):
+            # nbval treats a cell without an execution count as never run: number the checked ones
+            count += 1
+            cell.execution_count = count
             for out in cell.outputs:
                 if "execution_count" in out:
-                    out["execution_count"] = None
+                    out["execution_count"] = count
         else:
+            cell.execution_count = None
             cell.outputs = []
 
 
