@@ -6,13 +6,24 @@ STAMP  := $(VENV)/.installed
 SAMPLE := data/sample/ground_truth.json
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: report test lab sample clean
+.PHONY: report test lab sample clean browser
 
 report: $(STAMP) $(SAMPLE)   ## run every notebook on the default sample into reports/
 	$(BIN)/clm run --dataset sample
 
-test: $(STAMP) $(SAMPLE)     ## unit tests and notebooks (nbval)
+test: $(STAMP) $(SAMPLE) browser   ## unit tests and notebooks (nbval)
 	$(BIN)/python -m pytest
+
+# The report-security tests open rendered reports in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the report-security tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	else \
+		echo "note: no chromium found; tests/test_report_security.py will fail until it is installed (apt-get install chromium) or CLM_CHROMIUM is set"; \
+	fi
 
 lab: $(STAMP) $(SAMPLE)      ## JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
