@@ -30,7 +30,7 @@ from scipy import stats
 
 from .data import SURVEY_SCALES, SchemaError
 
-__all__ = ["SurveyResult", "nps", "csat", "ces", "breakdown", "monthly_trend", "compare_nps", "compare_csat",
+__all__ = ["SurveyResult", "nps", "csat", "ces", "breakdown", "monthly_trend", "compare_nps", "compare_csat", "latest_nps_group", "behaviour_by_nps_group", "plot_trend", "plot_breakdown",
            "nps_group", "top_terms"]
 
 
@@ -216,3 +216,71 @@ def top_terms(comments: pd.Series, *, n: int = 10, ngram: int = 1) -> pd.DataFra
             counts[term] = counts.get(term, 0) + 1
     out = pd.Series(counts, dtype="int64").sort_values(ascending=False, kind="stable").head(n)
     return out.rename_axis("term").rename("mentions").reset_index()
+
+
+def latest_nps_group(surveys: pd.DataFrame, *, observation_end=None) -> pd.Series:
+    """Each customer's NPS group from their latest answered NPS survey (up to ``observation_end``), by customer_id."""
+    nps_answers = surveys[(surveys["survey"] == "nps") & surveys["score"].notna()]
+    if observation_end is not None:
+        nps_answers = nps_answers[nps_answers["timestamp"] < pd.Timestamp(observation_end) + pd.Timedelta(days=1)]
+    latest = nps_answers.sort_values(["customer_id", "timestamp"], kind="stable").groupby("customer_id")["score"].last()
+    return nps_group(latest).rename("nps_group")
+
+
+def behaviour_by_nps_group(surveys: pd.DataFrame, transactions: pd.DataFrame, *, observation_end, churn_days: int = 180) -> pd.DataFrame:
+    """Repeat rate, churn and net revenue of promoters, passives and detractors.
+
+    Customers are grouped by their latest NPS answer. Repeat rate: % with
+    purchases on 2 or more distinct days. Churn: % of the group's buyers with
+    no purchase in the last ``churn_days`` days before ``observation_end``
+    (non-contractual churn). Revenue: mean net revenue per customer (purchases
+    minus refunds) up to ``observation_end``; historical, not a CLV forecast.
+    """
+    from .engine import as_table, execute
+
+    end = pd.Timestamp(observation_end).normalize() + pd.Timedelta(days=1)
+    group = latest_nps_group(surveys, observation_end=observation_end)
+    t = as_table(transactions)
+    t = t.filter(t.timestamp < end)
+    per = execute(t.group_by("customer_id").aggregate(
+        revenue=t.amount.sum(), purchase_days=t.timestamp.date().nunique(where=t.amount >= 0),
+        last=t.timestamp.max(where=t.amount >= 0))).set_index("customer_id")
+    per = per.reindex(group.index)
+    bought = per["purchase_days"].fillna(0) >= 1
+    frame = pd.DataFrame({
+        "group": group,
+        "repeat": per["purchase_days"].fillna(0) >= 2,
+        "churned": (per["last"] < end - pd.Timedelta(days=churn_days)).astype(float).where(bought),
+        "revenue": per["revenue"].fillna(0.0),
+    })
+    out = frame.groupby("group").agg(customers=("repeat", "size"), repeat_rate_pct=("repeat", "mean"),
+                                     churn_pct=("churned", "mean"), revenue_per_customer=("revenue", "mean"))
+    out[["repeat_rate_pct", "churn_pct"]] *= 100
+    return out.reindex(["promoter", "passive", "detractor"]).round(2)
+
+
+def plot_trend(trend: pd.DataFrame, *, ax=None, title: str = "NPS per month", ylabel: str = "NPS (points)"):
+    """A monthly metric with its interval as a band; months with too few answers are left out."""
+    from .plots import new_ax
+
+    ax = new_ax(ax)
+    shown = trend[~trend["too_small"]]
+    x = shown.index.to_timestamp() if isinstance(shown.index, pd.PeriodIndex) else pd.PeriodIndex(shown.index, freq="M").to_timestamp()
+    ax.plot(x, shown["value"], marker="o", markersize=3)
+    ax.fill_between(x, shown["ci_low"], shown["ci_high"], alpha=0.25, label="95% interval")
+    ax.set(title=title, xlabel="month", ylabel=ylabel)
+    ax.legend(loc="lower left")
+    return ax
+
+
+def plot_breakdown(table: pd.DataFrame, *, ax=None, title: str, xlabel: str = "NPS (points)"):
+    """Groups as points with interval whiskers, best first; too-small groups are listed in the title, not drawn."""
+    from .plots import new_ax
+
+    ax = new_ax(ax)
+    shown = table[~table["too_small"]].iloc[::-1]
+    labels = [str(i) for i in shown.index]
+    ax.errorbar(shown["value"], labels, xerr=[shown["value"] - shown["ci_low"], shown["ci_high"] - shown["value"]], fmt="o", capsize=3)
+    small = [str(i) for i in table.index[table["too_small"]]]
+    ax.set(title=title + (f" (too few answers: {', '.join(small)})" if small else ""), xlabel=xlabel)
+    return ax

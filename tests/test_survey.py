@@ -120,3 +120,17 @@ def test_nps_group_and_top_terms():
     assert survey.nps_group([10, 7, 3, None]).tolist() == ["promoter", "passive", "detractor", None]
     terms = survey.top_terms(pd.Series(["Too many emails", "too many EMAILS!", "Fast delivery", None]), n=2)
     assert terms.to_dict("list") == {"term": ["many", "emails"], "mentions": [2, 2]}
+
+
+def test_behaviour_by_nps_group_by_hand():
+    surveys = pd.DataFrame({"customer_id": ["P", "D", "D", "X"], "survey": ["nps"] * 4, "score": [10.0, 9.0, 2.0, 8.0],
+                            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-03-01", "2024-02-01"])})
+    tx = pd.DataFrame({"customer_id": ["P", "P", "D", "D", "X"],
+                       "timestamp": pd.to_datetime(["2024-01-05", "2024-06-20", "2023-12-01", "2023-12-01", "2024-06-01"]),
+                       "amount": [10.0, 20.0, 5.0, -5.0, 7.0]})
+    out = survey.behaviour_by_nps_group(surveys, tx, observation_end="2024-06-30", churn_days=90)
+    # P promoter: 2 purchase days, last 2024-06-20 (not churned), revenue 30. D: latest answer 2 -> detractor,
+    # 1 purchase day, last 2023-12-01 -> churned, revenue 0. X passive: 1 day, active, revenue 7.
+    assert out.loc["promoter"].to_dict() == {"customers": 1, "repeat_rate_pct": 100.0, "churn_pct": 0.0, "revenue_per_customer": 30.0}
+    assert out.loc["detractor", "churn_pct"] == 100.0 and out.loc["detractor", "revenue_per_customer"] == 0.0
+    assert out.loc["passive", "repeat_rate_pct"] == 0.0
