@@ -489,6 +489,7 @@ def _write_run(result: RunResult, folder: Path, *, per_notebook) -> None:
     }
     (folder / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (folder / "index.html").write_text(render_run_index(record), encoding="utf-8")
+    (folder / "glossary.html").write_text(render_glossary(result.title), encoding="utf-8")
 
 
 def _point_latest(out_root: Path, run_id: str) -> None:
@@ -569,13 +570,28 @@ def _tiles(metrics: dict) -> str:
     for mid in ids:
         m = metrics[mid]
         label, unit, definition = HEADLINES.get(mid, (m.get("label", mid), m.get("unit", ""), ""))
+        definition = _catalog_definition(mid) or definition
         tiles.append(
             f"<div class=\"tile\"><div class=\"label\">{e(label)}</div>"
             f"<div class=\"value\">{e(_fmt(m.get('value'), unit))}</div>"
             f"<details><summary>definition</summary>{e(definition or 'see the notebook')} "
-            f"<br>From <a href=\"{e(m.get('notebook', ''))}.html\">{e(m.get('notebook', ''))}</a>.</details></div>"
+            f"<br><a href=\"glossary.html#{e(mid)}\">glossary</a> · from <a href=\"{e(m.get('notebook', ''))}.html\">{e(m.get('notebook', ''))}</a>.</details></div>"
         )
     return f"<div class=\"tiles\">{''.join(tiles)}</div>" if tiles else "<p>No headline figures were published.</p>"
+
+
+def _catalog_definition(metric_id: str) -> str | None:
+    from .catalog import load_catalog
+
+    table = load_catalog()
+    return table.at[metric_id, "definition"] if metric_id in table.index else None
+
+
+def render_glossary(title: str) -> str:
+    """The metric catalog as a page, grouped by lifecycle stage, one anchor per metric."""
+    from .catalog import glossary_html
+
+    return _page(f"{title}: metric definitions", f"<h1>Metric definitions</h1><p class=\"meta\"><a href=\"index.html\">back to the run</a></p>{glossary_html()}")
 
 
 def render_run_index(record: dict) -> str:
@@ -596,7 +612,7 @@ def render_run_index(record: dict) -> str:
     body = (
         f"<h1>{e(record['title'])}</h1>"
         f"<p class=\"meta\">Run {e(record['run_id'])} · started {e(record['started'])} · finished {e(record['finished'])} · "
-        f"<span class=\"{e(record['status'])}\">{e(record['status'])}</span> · <a href=\"run.json\">run.json</a> · <a href=\"../index.html\">all runs</a></p>"
+        f"<span class=\"{e(record['status'])}\">{e(record['status'])}</span> · <a href=\"run.json\">run.json</a> · <a href=\"glossary.html\">metric definitions</a> · <a href=\"../index.html\">all runs</a></p>"
         f"<h2>Headline figures</h2>{_tiles(record['metrics'])}"
         f"<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>duration</th><th></th></tr>{''.join(rows)}</table>"
         f"<h2>Parameters</h2><table>{params}</table>"

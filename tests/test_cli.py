@@ -76,7 +76,8 @@ def test_published_headlines_reach_run_json_and_index_but_not_the_notebook_html(
     index = (tmp_path / "latest" / "index.html").read_text()
     assert "Weekly &lt;CLM&gt;" in index and "<CLM>" not in index
     assert '<a href="c_metrics.html">c_metrics</a>' in index
-    assert "12.5" in index and "% promoters (9-10) minus % detractors (0-6)" in index
+    assert "12.5" in index and "Share of answers to &quot;How likely are you to recommend us?&quot;" in index
+    assert (tmp_path / "latest" / "glossary.html").read_text().count("<dt id=") >= 10
     assert "vnd.clm.metric" not in (tmp_path / "latest" / "c_metrics.html").read_text()
     assert "published" in (tmp_path / "latest" / "c_metrics.html").read_text()
     runs_index = (tmp_path / "index.html").read_text()
