@@ -26,7 +26,8 @@ CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 #: Lifecycle stages, in journey order.
 STAGES = ("reach/acquire", "onboard/activate", "engage", "retain", "grow/advocate", "win-back")
 
-FIELDS = ("id", "name", "stage", "definition", "formula", "unit", "good", "benchmark", "function", "notebooks")
+FIELDS = ("id", "name", "stage", "definition", "formula", "unit", "good", "benchmark", "function", "notebooks", "via")
+OPTIONAL = ("benchmark", "via")  # via: the function a notebook calls when it reaches this one through another
 
 
 class CatalogError(ClmError, ValueError):
@@ -41,7 +42,7 @@ def load_catalog(path: str | None = None) -> pd.DataFrame:
     source = Path(path) if path else CATALOG_PATH
     entries = yaml.safe_load(source.read_text())["metrics"]
     for i, entry in enumerate(entries):
-        missing = [f for f in FIELDS if f not in entry and f != "benchmark"]
+        missing = [f for f in FIELDS if f not in entry and f not in OPTIONAL]
         if missing:
             raise CatalogError(f"{source.name}: entry {i} ({entry.get('id', '?')}) lacks {missing}")
         if entry["stage"] not in STAGES:

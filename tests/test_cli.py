@@ -55,7 +55,7 @@ def test_undeclared_parameter_fails_before_anything_runs(tmp_path):
 
 def test_unknown_notebook_fails_before_anything_runs(tmp_path, capsys):
     assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "nope"]) == 2
-    assert "no notebook named ['nope']; notebooks are ['a_ok', 'b_fails', 'c_metrics']" in capsys.readouterr().err
+    assert "no notebook named ['nope']; notebooks are ['a_ok', 'b_fails', 'c_metrics', 'd_hostile']" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
