@@ -100,13 +100,15 @@ def _activity(events: pd.DataFrame, observation_end, period: str):
 
 
 def stage_counts(events: pd.DataFrame, *, observation_end, period: str = "M") -> pd.DataFrame:
-    """Customers per stage and period: new, returning, resurrecting, dormant (as a positive count), and the pulse ratio.
+    """Customers per stage and period: new, returning, resurrecting, dormant (as a positive count), pulse ratio and churn.
 
     ``events`` has customer_id and timestamp (transactions: rows with a
     negative amount are refunds, not activity). One row per complete period
     from the first activity to ``observation_end``. ``pulse_ratio`` =
     (new + resurrecting) / dormant: above 1 the active base grows; missing
-    where no one went dormant.
+    where no one went dormant. ``churn_pct`` (period churn) = dormant this
+    period / active the previous period x 100: the share of last period's
+    buyers who did not buy again; missing for the first period.
     """
     act, last = _activity(events, observation_end, period)
     w = ibis.window(group_by=act.customer_id, order_by=act.p)
@@ -118,13 +120,15 @@ def stage_counts(events: pd.DataFrame, *, observation_end, period: str = "M") ->
     dormant["stage"] = "dormant"
     counts = pd.concat([active, dormant]).pivot_table(index="p", columns="stage", values="customers", aggfunc="sum", fill_value=0)
     if counts.empty:
-        return pd.DataFrame(columns=["new", "returning", "resurrecting", "dormant", "active", "pulse_ratio"])
+        return pd.DataFrame(columns=["new", "returning", "resurrecting", "dormant", "active", "pulse_ratio", "churn_pct"])
     full = range(int(counts.index.min()), last + 1)
     counts = counts.reindex(index=full, columns=["new", "returning", "resurrecting", "dormant"], fill_value=0).astype("int64")
     counts.columns.name = None
     counts["active"] = counts[list(ACTIVE_STAGES)].sum(axis=1)
     dormant_n = counts["dormant"].replace(0, np.nan)
     counts["pulse_ratio"] = ((counts["new"] + counts["resurrecting"]) / dormant_n).round(3)
+    previous_active = counts["active"].shift(1).replace(0, np.nan)
+    counts["churn_pct"] = (100 * counts["dormant"] / previous_active).round(2)
     counts.index = pd.PeriodIndex([_period_start(i, period) for i in counts.index], freq=period)
     counts.index.name = "period"
     return counts

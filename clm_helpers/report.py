@@ -52,9 +52,9 @@ METRIC_MIMETYPE = "application/vnd.clm.metric+json"
 
 #: The headline figures a run index shows as tiles: id -> (label, unit, definition).
 HEADLINES: dict[str, tuple[str, str, str]] = {
-    "active_customers": ("Active customers", "customers", "Customers with at least one purchase in the last 90 days before the observation end."),
-    "new_customers": ("New customers", "customers", "Customers who signed up in the last full calendar month before the observation end."),
-    "churn_rate": ("Churn", "%", "Share of customers active in the previous 90-day window who made no purchase in the last 90 days (non-contractual churn)."),
+    "active_customers": ("Active customers", "customers", "Customers with at least one purchase in the last complete period (calendar month by default) before the observation end."),
+    "new_customers": ("New customers", "customers", "Customers whose first purchase fell in the last complete period (calendar month by default)."),
+    "churn_rate": ("Churn", "%", "Period churn: customers who bought in the previous period but not in the last one, as % of the previous period's buyers (non-contractual)."),
     "cac": ("CAC (blended)", "currency", "All acquisition spend in the window divided by all customers acquired in it, organic included."),
     "clv": ("CLV", "currency", "Mean expected customer lifetime value (discounted margin over the horizon) from the recommended probabilistic model."),
     "clv_cac": ("CLV:CAC", "ratio", "Mean CLV of customers acquired through paid channels divided by paid CAC; 3:1 is the common benchmark."),

@@ -45,6 +45,8 @@ def test_stage_counts_per_month_worked_by_hand():
     assert counts["active"].tolist() == [2, 2, 2, 1, 2, 2]
     # pulse = (new + resurrecting) / dormant; undefined (missing, never inf) where no one went dormant
     np.testing.assert_array_equal(counts["pulse_ratio"].to_numpy(), [np.nan, 1.0, 1.0, 0.0, np.nan, 1.0])
+    # period churn = dormant / active last period: Feb 1/2, Mar 1/2, Apr 1/2, May 0/1, Jun 1/2
+    np.testing.assert_array_equal(counts["churn_pct"].to_numpy(), [np.nan, 50.0, 50.0, 50.0, 0.0, 50.0])
 
 
 def test_only_complete_periods_are_used():
