@@ -49,7 +49,8 @@ def load_catalog(path: str | None = None) -> pd.DataFrame:
             raise CatalogError(f"{source.name}: {entry['id']}: stage must be one of {list(STAGES)}, got {entry['stage']!r}")
         if entry["good"] not in ("higher", "lower", "neutral"):
             raise CatalogError(f"{source.name}: {entry['id']}: good must be higher, lower or neutral, got {entry['good']!r}")
-    table = pd.DataFrame([{f: e.get(f) for f in FIELDS} for e in entries]).set_index("id")
+    # object dtype: absent optional fields stay None (pandas 3 would turn them into NaN in a str column)
+    table = pd.DataFrame([{f: e.get(f) for f in FIELDS} for e in entries], dtype=object).set_index("id")
     duplicated = table.index[table.index.duplicated()].tolist()
     if duplicated:
         raise CatalogError(f"{source.name}: duplicate metric ids {duplicated}")

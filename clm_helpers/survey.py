@@ -134,7 +134,7 @@ _METRICS = {"nps": nps, "csat": csat, "ces": ces}
 def nps_group(scores) -> pd.Series:
     """'promoter' (9-10), 'passive' (7-8) or 'detractor' (0-6) per answer; missing stays missing."""
     s = pd.to_numeric(pd.Series(scores), errors="coerce")
-    out = pd.Series(np.select([s >= 9, s >= 7, s >= 0], ["promoter", "passive", "detractor"], default=""), index=s.index)
+    out = pd.Series(np.select([s >= 9, s >= 7, s >= 0], ["promoter", "passive", "detractor"], default=""), index=s.index, dtype=object)
     return out.where(s.notna(), None)
 
 
