@@ -48,3 +48,15 @@ def test_notebook_declares_the_dataset_parameter_and_defines_no_functions(path):
     assert "dataset" in notebook_parameters(path)
     source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
     assert not re.search(r"^\s*(def|class) ", source, re.M), "move functions and classes into clm_helpers"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_papermill_sees_every_parameter_the_cell_assigns(path):
+    """Papermill's parser skips lines it cannot read (an apostrophe in a comment is enough); then --param would be refused."""
+    import ast
+
+    from clm_helpers.report import notebook_parameters
+
+    cell = next(c for c in json.loads(path.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = {t.id for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert assigned == set(notebook_parameters(path))
