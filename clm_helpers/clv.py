@@ -689,6 +689,10 @@ class BGNBD(_Continuous):
         t = np.asarray(t, float)
         return (a + b - 1) / (a - 1) * (1 - np.exp(r * np.log(alpha / (alpha + t))) * special.hyp2f1(r, b, a + b - 1, t / (alpha + t)))
 
+    def _alive_at_start(self, rng, p):
+        """BG/NBD: every customer is alive at time 0; dropout happens only after a repeat purchase."""
+        return np.ones(len(p), bool)
+
     def _simulate(self, T, rng, params=None):
         r, alpha, a, b = self._p(params)
         n = len(T)
@@ -696,7 +700,7 @@ class BGNBD(_Continuous):
         p = rng.beta(a, b, n)
         count = np.zeros(n)
         clock = np.zeros(n)
-        alive = np.ones(n, bool)
+        alive = self._alive_at_start(rng, p)
         for _ in range(10_000):
             idx = np.flatnonzero(alive)
             if not len(idx):
@@ -756,25 +760,9 @@ class MBGNBD(BGNBD):
         t = np.asarray(t, float)
         return b / (a - 1) * (1 - np.exp(r * np.log(alpha / (alpha + t))) * special.hyp2f1(r, b + 1, a + b, t / (alpha + t)))
 
-    def _simulate(self, T, rng, params=None):
-        r, alpha, a, b = self._p(params)
-        n = len(T)
-        lam = rng.gamma(r, 1 / alpha, n)
-        p = rng.beta(a, b, n)
-        count = np.zeros(n)
-        clock = np.zeros(n)
-        alive = rng.random(n) >= p  # may drop out at time 0
-        for _ in range(10_000):
-            idx = np.flatnonzero(alive)
-            if not len(idx):
-                break
-            clock[idx] += rng.exponential(1 / np.maximum(lam[idx], 1e-12))
-            within = clock[idx] <= T[idx]
-            count[idx[within]] += 1
-            alive[idx[~within]] = False
-            drop = rng.random(len(idx)) < p[idx]
-            alive[idx[within & drop]] = False
-        return count
+    def _alive_at_start(self, rng, p):
+        """MBG/NBD: a customer may also drop out at time 0, right after the first purchase."""
+        return rng.random(len(p)) >= p
 
 
 class ParetoNBD(_Continuous):
