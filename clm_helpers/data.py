@@ -23,7 +23,7 @@ Conventions, applied to every table:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -236,13 +236,10 @@ def _examples(df: pd.DataFrame, mask: pd.Series, column: str, *, limit: int = 3)
     return "; ".join(parts)
 
 
-def _fail(table: str, column: str, df: pd.DataFrame, mask: pd.Series, what: str, original: pd.DataFrame | None = None) -> None:
+def _fail(table: str, column: str, df: pd.DataFrame, mask: pd.Series, what: str) -> None:
     n_bad = int(mask.sum())
     if n_bad:
-        shown = original if original is not None else df
-        raise SchemaError(
-            f"{table}.{column}: {n_bad:,} of {len(df):,} rows {what} (e.g. {_examples(shown, mask, column)})"
-        )
+        raise SchemaError(f"{table}.{column}: {n_bad:,} of {len(df):,} rows {what} (e.g. {_examples(df, mask, column)})")
 
 
 def _parse_ids(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
