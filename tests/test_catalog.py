@@ -22,6 +22,8 @@ NOT_METRICS = {
     "clv.compress_summary", "clv.fit_model", "clv.fit_sbg", "clv.fit_sbg_cohorts", "clv.subscription_cohort_counts",
     "clv.cohort_mean_payment", "clv.holdout_split", "clv.describe_summary", "clv.model_parameters", "clv.mask_ids",
     "clv.simulate_transactions",
+    # retention: data shaping for the survival functions
+    "retention.subscription_durations", "retention.customer_lifetimes",
 }
 
 
