@@ -25,7 +25,6 @@ import shutil
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -367,6 +366,35 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
     )
 
 
+def _execute_all(plan: dict, notebooks: dict, folder: Path, *, jobs: int, show_code: bool, title: str, progress) -> list:
+    """Run the planned notebooks, ``jobs`` at a time, each in its own worker process.
+
+    Processes, not threads: Papermill changes the working directory of the
+    whole process while a notebook runs, so two notebooks in one process race.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    names = list(plan)
+    results = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(names))) as pool:
+        futures = {pool.submit(_execute, name, notebooks[name], plan[name], folder, show_code=show_code, title=title): name
+                   for name in names}
+        for name in names[:jobs]:
+            progress.update(name, "running")
+        waiting = names[jobs:]
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                results[name] = future.result()
+            except Exception as exc:  # the worker itself failed (e.g. rendering the HTML): record, keep going
+                results[name] = NotebookResult(notebook=name, status="failed", seconds=0.0, html="",
+                                               parameters=plan[name], error=f"{type(exc).__name__}: {exc}")
+            progress.update(name, results[name].status)
+            if waiting:
+                progress.update(waiting.pop(0), "running")
+    return [results[name] for name in names]
+
+
 class _Progress:
     """One status line on a terminal (running / done / failed, elapsed); silent otherwise (cron)."""
 
@@ -410,11 +438,11 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     that number (never the one ``latest`` points to).
     """
     parameters = dict(parameters or {})
+    notebooks_dir, out_root = Path(notebooks_dir).resolve(), Path(out_root).resolve()
     notebooks = discover_notebooks(notebooks_dir)
     if not notebooks:
         raise ParameterError(f"no notebooks (*.ipynb) in {notebooks_dir}")
     plan = plan_run(notebooks, only=only, shared=parameters, per_notebook=per_notebook)
-    out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out_root)
     run_id = run_id or _new_run_id(out_root)
@@ -424,14 +452,8 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     result = RunResult(run_id=run_id, folder=out_root / run_id, parameters=parameters, title=title, started=_now())
     progress = _Progress(plan)
     try:
-        def one(name):
-            progress.update(name, "running")
-            nb = _execute(name, notebooks[name], plan[name], tmp, show_code=show_code, title=title)
-            progress.update(name, nb.status)
-            return nb
-
-        with ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1)) as pool:
-            result.notebooks = list(pool.map(one, plan))
+        result.notebooks = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
+                                        show_code=show_code, title=title, progress=progress)
         progress.close()
         result.finished = _now()
         _write_run(result, tmp, per_notebook=per_notebook)

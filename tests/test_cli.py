@@ -171,3 +171,12 @@ def test_killed_run_leaves_latest_alone_and_its_folder_is_cleaned_next_time(tmp_
     assert [p.name for p in tmp_path.iterdir() if p.name[0].isdigit()] == [good]
     assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "a_ok"]) == 0
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_parallel_notebooks_with_relative_paths_do_not_race(tmp_path, monkeypatch):
+    # papermill changes the working directory of its process while a notebook runs; with relative
+    # paths and notebooks in threads of one process, a second notebook could no longer be found
+    monkeypatch.chdir(FIXTURES.parent)
+    result = run("notebooks", tmp_path / "out", parameters={"dataset": "sample"}, only=["a_ok", "c_metrics", "d_hostile"], jobs=3)
+    assert [n.status for n in result.notebooks] == ["ok", "ok", "ok"], [n.error for n in result.notebooks]
+    assert os.getcwd() == str(FIXTURES.parent)
