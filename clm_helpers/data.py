@@ -32,6 +32,9 @@ import pandas as pd
 __all__ = [
     "ClmError",
     "SchemaError",
+    "OptionError",
+    "require_columns",
+    "parse_day",
     "Column",
     "TableSchema",
     "SCHEMAS",
@@ -50,6 +53,29 @@ class ClmError(Exception):
 
 class SchemaError(ClmError, ValueError):
     """A table does not meet its data contract (missing column, bad value, duplicate id)."""
+
+
+class OptionError(ClmError, ValueError):
+    """An option given to a metric function has an invalid value."""
+
+
+def require_columns(df, table: str, columns) -> None:
+    """The one shared check that a metric function's input is a DataFrame with the columns it needs."""
+    if not isinstance(df, pd.DataFrame):
+        raise SchemaError(f"{table}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{table}: missing column(s) {missing}; it has {list(df.columns)}")
+
+
+def parse_day(value, what: str) -> pd.Timestamp | None:
+    """A date option (``observation_end="2024-12-31"``) as a midnight Timestamp; None or "" stay None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return pd.Timestamp(value).normalize()
+    except (ValueError, TypeError) as exc:
+        raise OptionError(f"{what} must be a date such as 2024-12-31, got {value!r}") from exc
 
 
 # ----------------------------------------------------------------------------- contracts

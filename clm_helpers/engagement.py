@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .data import EMAIL_EVENTS, ClmError, SchemaError
+from .data import parse_day, require_columns, EMAIL_EVENTS, ClmError, SchemaError
 from .engine import as_table, execute
 
 __all__ = [
@@ -116,21 +116,8 @@ _FREQS = {"D": "day", "W": "ISO week (Monday to Sunday)", "M": "calendar month"}
 # ----------------------------------------------------------------------------- checks
 
 
-def _require(df: pd.DataFrame, table: str, columns) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise EngagementError(f"{table}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise SchemaError(f"{table}: missing column(s) {missing}; it has {list(df.columns)}")
-
-
-def _day(value, what: str) -> pd.Timestamp | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return pd.Timestamp(value).normalize()
-    except (ValueError, TypeError) as exc:
-        raise EngagementError(f"{what} must be a date such as 2024-12-31, got {value!r}") from exc
+_require = require_columns  # the shared input check (clm_helpers.data)
+_day = parse_day
 
 
 def _window(df: pd.DataFrame, column: str, start, end) -> pd.DataFrame:

@@ -55,7 +55,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from .data import ClmError, SchemaError
+from .data import parse_day, require_columns, ClmError, SchemaError
 from .engine import as_table, execute
 
 __all__ = [
@@ -94,21 +94,8 @@ class RetentionError(ClmError, ValueError):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _require(df, table: str, columns) -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise RetentionError(f"{table}: expected a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise SchemaError(f"{table}: missing column(s) {missing}; it has {list(df.columns)}")
-
-
-def _day(value, what: str) -> pd.Timestamp | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        return pd.Timestamp(value).normalize()
-    except (ValueError, TypeError) as exc:
-        raise RetentionError(f"{what} must be a date such as 2024-12-31, got {value!r}") from exc
+_require = require_columns  # the shared input check (clm_helpers.data)
+_day = parse_day
 
 
 def _check_period(period: str) -> None:
