@@ -57,6 +57,8 @@ HEADLINES: dict[str, tuple[str, str, str]] = {
     "cac": ("CAC (blended)", "currency", "All acquisition spend in the window divided by all customers acquired in it, organic included."),
     "clv": ("CLV", "currency", "Mean expected customer lifetime value (discounted margin over the horizon) from the recommended probabilistic model."),
     "clv_cac": ("CLV:CAC", "ratio", "Mean CLV of customers acquired through paid channels divided by paid CAC; 3:1 is the common benchmark."),
+    "activation_rate": ("Activation rate", "%", "Customers who met every activation condition within the window after sign-up, % of those whose window has elapsed."),
+    "trial_conversion": ("Trial-to-paid conversion", "%", "Trials whose customer started a paid plan by 7 days after the trial ended, % of decided trials."),
     "nps": ("NPS", "points", "% promoters (9-10) minus % detractors (0-6) among NPS answers in the window, -100 to 100."),
     "csat": ("CSAT", "%", "Share of CSAT answers that are 4 or 5 on the 1-5 scale (top-two-box)."),
     "ces": ("CES", "score 1-7", "Mean Customer Effort Score answer on the 1-7 agreement scale ('made it easy'); higher is easier."),
