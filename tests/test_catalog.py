@@ -16,7 +16,7 @@ TABLE = catalog.load_catalog()
 METRIC_MODULES = ("survey", "lifecycle", "clv", "acquisition", "onboarding", "engagement", "retention", "segmentation")
 #: Public functions of those modules that are not metrics (classification helpers, fitting, I/O, data shaping).
 NOT_METRICS = {
-    "survey.nps_group", "survey.latest_nps_group",
+    "survey.nps_group", "survey.latest_nps_group", "survey.redact_personal",
     "lifecycle.period_bounds",
     # clv: summaries, fitting and data shaping behind the metrics above
     "clv.compress_summary", "clv.fit_model", "clv.fit_sbg", "clv.fit_sbg_cohorts", "clv.subscription_cohort_counts",
@@ -24,6 +24,8 @@ NOT_METRICS = {
     "clv.simulate_transactions",
     # retention: data shaping for the survival functions
     "retention.subscription_durations", "retention.customer_lifetimes",
+    # segmentation: the steps and shaping behind rfm_segments, and the campaign lists
+    "segmentation.assign_segments", "segmentation.rfm_snapshots", "segmentation.score_ranges", "segmentation.segment_exports",
 }
 
 
