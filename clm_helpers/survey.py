@@ -22,6 +22,8 @@ naming how many and which. Rates are percentages.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +33,7 @@ from scipy import stats
 from .data import SURVEY_SCALES, SchemaError
 
 __all__ = ["SurveyResult", "nps", "csat", "ces", "breakdown", "monthly_trend", "compare_nps", "compare_csat", "latest_nps_group", "behaviour_by_nps_group", "plot_trend", "plot_breakdown",
-           "nps_group", "top_terms"]
+           "nps_group", "top_terms", "redact_personal"]
 
 
 @dataclass(frozen=True)
@@ -205,9 +207,28 @@ def compare_csat(a, b) -> dict:
 _STOPWORDS = set("a an and are as at be but by for from has have i in is it its me my no not of on or so the this to too very was we were with you your".split())
 
 
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"(?<![\w])\+?\d[\d ().-]{6,}\d(?![\w])")
+_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
+
+
+def redact_personal(comments: pd.Series) -> pd.Series:
+    """Comments with e-mail addresses, phone numbers (7+ digits) and web addresses replaced by [e-mail], [phone], [link].
+
+    Free-text answers often carry contact details ("call me on +44 20 7946
+    0958"); reports show comments only through this. The count of comments
+    changed is in ``attrs["redacted"]``.
+    """
+    text = comments.astype("string")
+    out = text.str.replace(_EMAIL, "[e-mail]", regex=True).str.replace(_URL, "[link]", regex=True).str.replace(_PHONE, "[phone]", regex=True)
+    out.attrs["redacted"] = int((out.fillna("") != text.fillna("")).sum())
+    return out
+
+
 def top_terms(comments: pd.Series, *, n: int = 10, ngram: int = 1) -> pd.DataFrame:
-    """The most frequent words (or ``ngram``-word phrases) in comments, lower-cased, stop words removed."""
-    words = comments.dropna().astype(str).str.lower().str.findall(r"[a-zà-ÿ']+")
+    """The most frequent words (or ``ngram``-word phrases) in comments, lower-cased, stop words removed (personal details redacted first)."""
+    text = redact_personal(comments.dropna().astype(str)).str.replace(r"\[(?:e-mail|phone|link)\]", " ", regex=True)
+    words = text.str.lower().str.findall(r"[a-zà-ÿ']+")
     counts: dict[str, int] = {}
     for tokens in words:
         tokens = [t for t in tokens if t not in _STOPWORDS]
@@ -227,14 +248,18 @@ def latest_nps_group(surveys: pd.DataFrame, *, observation_end=None) -> pd.Serie
     return nps_group(latest).rename("nps_group")
 
 
-def behaviour_by_nps_group(surveys: pd.DataFrame, transactions: pd.DataFrame, *, observation_end, churn_days: int = 180) -> pd.DataFrame:
-    """Repeat rate, churn and net revenue of promoters, passives and detractors.
+def behaviour_by_nps_group(surveys: pd.DataFrame, transactions: pd.DataFrame, *, observation_end, churn_days: int = 180,
+                           clv: pd.Series | None = None) -> pd.DataFrame:
+    """Repeat rate, churn, net revenue and (optionally) expected value of promoters, passives and detractors.
 
     Customers are grouped by their latest NPS answer. Repeat rate: % with
     purchases on 2 or more distinct days. Churn: % of the group's buyers with
     no purchase in the last ``churn_days`` days before ``observation_end``
     (non-contractual churn). Revenue: mean net revenue per customer (purchases
     minus refunds) up to ``observation_end``; historical, not a CLV forecast.
+    With ``clv`` (a CLV per customer_id, e.g. ``clv.customer_value(...)["clv"]``):
+    ``mean_clv``, the mean CLV of the group's customers that have one (buyers;
+    customers who never bought have no CLV), and ``customers_with_clv``.
     """
     from .engine import as_table, execute
 
@@ -253,8 +278,14 @@ def behaviour_by_nps_group(surveys: pd.DataFrame, transactions: pd.DataFrame, *,
         "churned": (per["last"] < end - pd.Timedelta(days=churn_days)).astype(float).where(bought),
         "revenue": per["revenue"].fillna(0.0),
     })
+    extra = {}
+    if clv is not None:
+        values = pd.Series(clv, dtype=float)
+        values.index = values.index.astype(str)
+        frame["clv"] = values.reindex(frame.index.astype(str)).to_numpy()
+        extra = {"mean_clv": ("clv", "mean"), "customers_with_clv": ("clv", "count")}
     out = frame.groupby("group").agg(customers=("repeat", "size"), repeat_rate_pct=("repeat", "mean"),
-                                     churn_pct=("churned", "mean"), revenue_per_customer=("revenue", "mean"))
+                                     churn_pct=("churned", "mean"), revenue_per_customer=("revenue", "mean"), **extra)
     out[["repeat_rate_pct", "churn_pct"]] *= 100
     return out.reindex(["promoter", "passive", "detractor"]).round(2)
 

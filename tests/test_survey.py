@@ -134,3 +134,7 @@ def test_behaviour_by_nps_group_by_hand():
     assert out.loc["promoter"].to_dict() == {"customers": 1, "repeat_rate_pct": 100.0, "churn_pct": 0.0, "revenue_per_customer": 30.0}
     assert out.loc["detractor", "churn_pct"] == 100.0 and out.loc["detractor", "revenue_per_customer"] == 0.0
     assert out.loc["passive", "repeat_rate_pct"] == 0.0
+    # CLV: P 50, X 4; D has none (bought nothing net, not in the CLV table) -> detractor mean missing, 0 customers with one
+    with_clv = survey.behaviour_by_nps_group(surveys, tx, observation_end="2024-06-30", churn_days=90, clv=pd.Series({"P": 50.0, "X": 4.0}))
+    assert with_clv.loc["promoter", "mean_clv"] == 50.0 and with_clv.loc["passive", "mean_clv"] == 4.0
+    assert np.isnan(with_clv.loc["detractor", "mean_clv"]) and with_clv.loc["detractor", "customers_with_clv"] == 0
