@@ -1,0 +1,90 @@
+"""The one-page overview: each headline equals its stage function's figure, and what cannot be computed says why."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from clm_helpers import acquisition, datasets, engagement, lifecycle, overview, survey
+from clm_helpers.data import OptionError
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return datasets.load("sample")
+
+
+@pytest.fixture(scope="module")
+def table(sample):
+    return overview.stage_headlines(sample, observation_end="2024-12-31", clv_model="bgnbd")
+
+
+def row(table, metric):
+    return table.set_index("metric").loc[metric]
+
+
+def test_every_stage_has_a_headline_and_every_figure_is_finite(table):
+    assert list(dict.fromkeys(table["stage"])) == ["reach/acquire", "onboard/activate", "engage", "retain", "grow/advocate"]
+    assert table["value"].notna().all(), table.loc[table["value"].isna(), ["metric", "note"]]
+    for column in ("value", "previous", "change"):
+        assert all(math.isfinite(v) for v in table[column])
+
+
+def test_period_figures_are_the_lifecycle_counts_of_the_last_two_months(sample, table):
+    counts = lifecycle.stage_counts(sample.transactions, observation_end="2024-12-31", period="M")
+    assert row(table, "active_customers")["value"] == counts["active"].iloc[-1]
+    assert row(table, "new_customers")["previous"] == counts["new"].iloc[-2]
+    assert row(table, "churn_rate")["value"] == pytest.approx(counts["churn_pct"].iloc[-1])
+    assert row(table, "new_customers")["current_window"] == "2024-12"
+
+
+def test_window_figures_cover_the_last_twelve_months_and_the_twelve_before(sample, table):
+    now = dict(observation_start="2024-01-01", observation_end="2024-12-31")
+    before = dict(observation_start="2023-01-01", observation_end="2023-12-31")
+    cac = [acquisition.cac_totals(acquisition.cac(sample.customers, sample.marketing_spend, period="all",
+                                                  transactions=sample.transactions, **w)).iloc[0]["blended_cac"] for w in (now, before)]
+    assert (row(table, "cac")["value"], row(table, "cac")["previous"]) == pytest.approx(cac)
+    ctr = engagement.email_metrics(sample.email_events, by=None, **now).iloc[0]["click_through_rate"]
+    assert row(table, "email_click_through_rate")["value"] == pytest.approx(ctr)
+    s = sample.surveys
+    answers = s.loc[(s["survey"] == "nps") & (s["timestamp"] >= "2024-01-01") & (s["timestamp"] < "2025-01-01"), "score"]
+    assert row(table, "nps")["value"] == pytest.approx(survey.nps(answers).value)
+    assert row(table, "nps")["current_window"] == "2024-01-01 to 2024-12-31"
+    assert row(table, "nps")["previous_window"] == "2023-01-01 to 2023-12-31"
+
+
+def test_verdict_follows_the_good_direction():
+    base = {"value": 10.0, "previous": 12.0, "change": -2.0, "unit": "%"}
+    assert overview.verdict(pd.Series({**base, "good": "lower"})) == "better"
+    assert overview.verdict(pd.Series({**base, "good": "higher"})) == "worse"
+    assert overview.verdict(pd.Series({**base, "change": 0.001, "good": "higher"})) == "unchanged"  # rounds to 0.00 as shown
+    assert overview.verdict(pd.Series({**base, "previous": None, "good": "higher"})) == ""
+
+
+def test_sentences_state_both_windows_and_the_verdict(table):
+    lines = overview.headline_sentences(table)
+    cac = lines[table.index[table["metric"] == "cac"][0]]
+    assert cac.startswith("CAC, blended (spend / new customers): **28.23**, against 28.50 2023-01-01 to 2023-12-31")
+    assert cac.endswith("better).")
+
+
+def test_a_transactions_only_dataset_lists_what_it_cannot_give():
+    tx = pd.DataFrame({"customer_id": ["a", "a", "b", "b", "c"],
+                       "timestamp": ["2024-01-05", "2024-02-10", "2024-01-20", "2024-03-03", "2024-02-14"],
+                       "amount": [10.0, 12.0, 5.0, 7.5, 20.0]})
+    ds = datasets.from_frames("tiny", transactions=tx)
+    table = overview.stage_headlines(ds, observation_end="2024-03-31", window_months=1)
+    missing = table.set_index("metric")["note"]
+    assert missing["cac"] == "no marketing_spend table: CAC cannot be computed"
+    assert missing["nps"] == "no surveys table: experience cannot be measured"
+    assert table.set_index("metric").loc[["cac", "nps", "activation_rate"], "value"].isna().all()
+    assert row(table, "active_customers")["value"] == 1  # only b bought in March
+    lines = overview.headline_sentences(table)
+    assert "CAC, blended (spend / new customers): not available (no marketing_spend table: CAC cannot be computed)." in lines
+
+
+def test_bad_options_are_refused(sample):
+    with pytest.raises(OptionError, match="period must be one of"):
+        overview.stage_headlines(sample, period="D")
+    with pytest.raises(OptionError, match="window_months must be at least 1"):
+        overview.stage_headlines(sample, window_months=0)
