@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--show-code", action="store_true", default=None, help="keep the code cells in the HTML")
     run.add_argument("--title", help="title of the run's index page")
     run.add_argument("--keep-runs", type=int, help="keep only the newest N runs")
+    run.add_argument("--notebook-timeout", type=float, metavar="SECONDS",
+                     help="stop a notebook (and its kernel) that runs longer than this and report it as timeout")
 
     sample = sub.add_parser("sample", help="generate the synthetic company as Parquet files")
     sample.add_argument("--customers", type=int, default=None, help="number of customers (default 20,000)")
@@ -45,7 +47,7 @@ def _run(args) -> int:
     from . import report
 
     config = report.load_config(args.config) if args.config else report.RunConfig()
-    for key in ("dataset", "out", "notebooks_dir", "jobs", "show_code", "title", "keep_runs"):
+    for key in ("dataset", "out", "notebooks_dir", "jobs", "show_code", "title", "keep_runs", "notebook_timeout"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.only:
@@ -59,15 +61,16 @@ def _run(args) -> int:
     result = report.run(
         config.notebooks_dir, config.out, parameters={"dataset": config.dataset, **config.parameters},
         per_notebook=config.per_notebook, only=config.only, jobs=config.jobs, show_code=config.show_code,
-        title=config.title, keep_runs=config.keep_runs,
+        title=config.title, keep_runs=config.keep_runs, notebook_timeout=config.notebook_timeout,
     )
     print(f"run {result.run_id}: {len(result.notebooks) - len(result.failed)} of {len(result.notebooks)} notebooks ok -> {result.folder}")
-    if result.failed:
-        for nb in result.notebooks:
-            if nb.status != "ok":
-                print(f"failed: {nb.notebook}: {nb.error}", file=sys.stderr)
-        return 1
-    return 0
+    for nb in result.notebooks:
+        if nb.status != "ok":
+            print(f"{nb.status}: {nb.notebook}: {nb.error}", file=sys.stderr)
+    if result.interrupted:
+        print(f"killed: {result.interrupted}", file=sys.stderr)
+        return 130
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,8 @@ __all__ = [
     "discover_notebooks",
     "notebook_parameters",
     "publish",
+    "significant",
+    "figures",
     "run",
     "package_versions",
 ]
@@ -95,7 +97,12 @@ def publish(metric_id: str, value, *, label: str | None = None, unit: str | None
 
 @dataclass
 class NotebookResult:
-    """How one notebook went: status ("ok" or "failed"), seconds, the error and failing cell if any."""
+    """How one notebook went, its seconds, the error and the cell that failed or was running, if any.
+
+    status: "ok"; "failed" (a cell raised, the kernel or worker died);
+    "timeout" (stopped at the per-notebook time limit); "killed" (stopped
+    because the run was interrupted); "not run" (the run stopped first).
+    """
 
     notebook: str
     status: str
@@ -118,6 +125,7 @@ class RunResult:
     started: str = ""
     finished: str = ""
     notebooks: list[NotebookResult] = field(default_factory=list)
+    interrupted: str | None = None  # why the run stopped before every notebook had finished
 
     @property
     def failed(self) -> list[str]:
@@ -125,7 +133,12 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
+
+    @property
+    def status(self) -> str:
+        """ "ok" (every notebook succeeded), "failed" (some did not) or "killed" (the run was stopped)."""
+        return "killed" if self.interrupted else "ok" if self.ok else "failed"
 
     @property
     def metrics(self) -> dict:
@@ -241,6 +254,7 @@ CONFIG_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "notebooks_dir": ((str,), "folder of report notebooks"),
     "jobs": ((int,), "notebooks run at a time"),
     "keep_runs": ((int,), "keep only the newest N runs"),
+    "notebook_timeout": ((int, float), "seconds a notebook may run before it is stopped and reported as timeout"),
     "show_code": ((bool,), "keep code cells in the HTML"),
     "parameters": ((dict,), "parameters for every notebook that declares them (date window, ...)"),
     "notebooks": ((list, dict), "notebooks to run: a list of names, or names mapped to their own parameters"),
@@ -257,6 +271,7 @@ class RunConfig:
     notebooks_dir: str = "notebooks"
     jobs: int | None = None
     keep_runs: int | None = None
+    notebook_timeout: float | None = None
     show_code: bool = False
     parameters: dict = field(default_factory=dict)
     only: list[str] | None = None
@@ -282,7 +297,7 @@ def load_config(path: str | os.PathLike) -> RunConfig:
         types, meaning = CONFIG_KEYS[key]
         if value is not None and (not isinstance(value, types) or (bool in types) != isinstance(value, bool)):
             raise ConfigError(f"{path}: {key} ({meaning}) must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
-        if key in ("jobs", "keep_runs") and value is not None and value < 1:
+        if key in ("jobs", "keep_runs", "notebook_timeout") and value is not None and value < 1:
             raise ConfigError(f"{path}: {key} must be at least 1, got {value}")
     config = RunConfig(**{k: v for k, v in raw.items() if k in RunConfig.__dataclass_fields__ and v is not None})
     notebooks = raw.get("notebooks")
@@ -320,6 +335,20 @@ def _read_results(executed) -> tuple[dict, str | None]:
     return metrics, failed_cell
 
 
+def _running_cell(executed, *, last_started: bool = False) -> str | None:
+    """The source of the cell papermill marked as running when the notebook stopped.
+
+    With ``last_started``, else the last cell that started (when the kernel
+    dies, papermill marks the cell it was running as completed).
+    """
+    meta = [c.get("metadata", {}).get("papermill", {}) for c in executed.cells]
+    running = [c for c, m in zip(executed.cells, meta) if m.get("status") == "running"]
+    if running:
+        return running[0].source
+    started = [c for c, m in zip(executed.cells, meta) if m.get("start_time")]
+    return started[-1].source if last_started and started else None
+
+
 def _to_html(executed, path: Path, *, show_code: bool, title: str) -> None:
     from nbconvert import HTMLExporter
 
@@ -352,13 +381,15 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
         )
     except Exception as exc:  # papermill records the failing cell in `out`; the run goes on with the others
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        error = lines[-1] if lines else type(exc).__name__
+        error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"  # e.g. DeadKernelError: Kernel died
         if getattr(exc, "ename", None):
             error = f"{exc.ename}: {exc.evalue}"
     metrics, failed_cell, html_name = {}, None, ""
     if out.exists():
         executed = nbformat.read(out, as_version=4)
         metrics, failed_cell = _read_results(executed)
+        if error and failed_cell is None:  # no cell raised (the kernel died): the cell that was running
+            failed_cell = _running_cell(executed, last_started=True)
         html_name = f"{name}.html"
         _to_html(executed, folder / html_name, show_code=show_code, title=f"{title}: {name}")
     return NotebookResult(
@@ -368,33 +399,143 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
     )
 
 
-def _execute_all(plan: dict, notebooks: dict, folder: Path, *, jobs: int, show_code: bool, title: str, progress) -> list:
-    """Run the planned notebooks, ``jobs`` at a time, each in its own worker process.
+#: Exit status of a process killed by a signal -> what to say about it.
+_SIGNALS = {9: "SIGKILL (killed, e.g. by the out-of-memory killer)", 15: "SIGTERM", 6: "SIGABRT", 11: "SIGSEGV (crashed)"}
+
+
+def _worker(name: str, path: Path, parameters: dict, folder: Path, show_code: bool, title: str) -> None:
+    """One notebook in its own process group (with its kernel), its result written to ``.results/<name>.json``."""
+    os.setpgrp()  # the runner can stop this notebook and its kernel together
+    try:
+        result = _execute(name, path, parameters, folder, show_code=show_code, title=title)
+    except BaseException as exc:  # rendering or reading failed: still a result, never a lost notebook
+        result = NotebookResult(notebook=name, status="failed", seconds=0.0, html="", parameters=parameters,
+                                error=f"{type(exc).__name__}: {exc}")
+    _save_result(folder, result)
+
+
+def _save_result(folder: Path, result: NotebookResult) -> None:
+    results = folder / ".results"
+    results.mkdir(exist_ok=True)
+    tmp = results / f".{result.notebook}.json"
+    tmp.write_text(json.dumps(asdict(result), default=str))
+    os.replace(tmp, results / f"{result.notebook}.json")
+
+
+def _load_result(folder: Path, name: str) -> NotebookResult | None:
+    try:
+        return NotebookResult(**json.loads((folder / ".results" / f"{name}.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _stopped(name: str, folder: Path, parameters: dict, *, status: str, error: str, seconds: float, show_code: bool,
+             title: str) -> NotebookResult:
+    """The result of a notebook the runner had to stop (time limit, run killed) or whose worker died: its partial output kept."""
+    import nbformat
+
+    html_name, failed_cell, metrics = "", None, {}
+    partial = folder / f"{name}.ipynb"
+    if partial.exists():
+        try:
+            executed = nbformat.read(partial, as_version=4)
+            failed_cell = _running_cell(executed)
+            metrics, _ = _read_results(executed)
+            _to_html(executed, folder / f"{name}.html", show_code=show_code, title=f"{title}: {name}")
+            html_name = f"{name}.html"
+        except Exception:  # a notebook cut off mid-write: report without its partial page
+            pass
+    result = NotebookResult(notebook=name, status=status, seconds=round(seconds, 2), html=html_name, parameters=parameters,
+                            error=error, failed_cell=failed_cell, metrics=metrics)
+    _save_result(folder, result)
+    return result
+
+
+class RunInterrupted(BaseException):
+    """The run received SIGTERM or SIGINT: running notebooks are stopped and the run is recorded as killed."""
+
+
+def _kill_group(process) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.join(timeout=10)
+
+
+def _execute_all(plan: dict, notebooks: dict, folder: Path, *, jobs: int, show_code: bool, title: str, progress,
+                 timeout: float | None = None) -> tuple[list, str | None]:
+    """Run the planned notebooks, ``jobs`` at a time, each in its own worker process; stop one past ``timeout`` seconds.
 
     Processes, not threads: Papermill changes the working directory of the
     whole process while a notebook runs, so two notebooks in one process race.
+    Each worker leads its own process group, so a notebook past its time
+    limit is stopped together with its kernel. A worker that dies (its kernel
+    killed it, the out-of-memory killer) is reported with its exit signal.
+    When the run itself is interrupted (``RunInterrupted``), the running
+    notebooks are stopped and recorded as killed and the waiting ones as not
+    run. Returns the results in plan order and the interruption (None if none).
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing
+    from multiprocessing.connection import wait
 
-    names = list(plan)
-    results = {}
-    with ProcessPoolExecutor(max_workers=min(jobs, len(names))) as pool:
-        futures = {pool.submit(_execute, name, notebooks[name], plan[name], folder, show_code=show_code, title=title): name
-                   for name in names}
-        for name in names[:jobs]:
-            progress.update(name, "running")
-        waiting = names[jobs:]
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                results[name] = future.result()
-            except Exception as exc:  # the worker itself failed (e.g. rendering the HTML): record, keep going
-                results[name] = NotebookResult(notebook=name, status="failed", seconds=0.0, html="",
-                                               parameters=plan[name], error=f"{type(exc).__name__}: {exc}")
-            progress.update(name, results[name].status)
-            if waiting:
-                progress.update(waiting.pop(0), "running")
-    return [results[name] for name in names]
+    context = multiprocessing.get_context("fork")
+    waiting = list(plan)
+    running: dict[str, tuple] = {}  # name -> (process, started)
+    results: dict[str, NotebookResult] = {}
+
+    def finish(name, result):
+        results[name] = result
+        progress.update(name, result.status)
+
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                name = waiting.pop(0)
+                process = context.Process(target=_worker, args=(name, notebooks[name], plan[name], folder, show_code, title),
+                                          name=f"clm-{name}", daemon=False)
+                process.start()
+                running[name] = (process, time.monotonic())
+                progress.update(name, "running")
+            now = time.monotonic()
+            deadlines = [started + timeout - now for _, started in running.values()] if timeout else []
+            wait([p.sentinel for p, _ in running.values()], timeout=max(0.05, min(deadlines + [1.0])))
+            for name, (process, started) in list(running.items()):
+                elapsed = time.monotonic() - started
+                if not process.is_alive():
+                    process.join()
+                    del running[name]
+                    result = _load_result(folder, name)
+                    if result is None:
+                        code = -(process.exitcode or 0)
+                        why = _SIGNALS.get(code, f"signal {code}") if code > 0 else f"exit status {process.exitcode}"
+                        result = _stopped(name, folder, plan[name], status="failed", seconds=elapsed, show_code=show_code,
+                                          title=title, error=f"WorkerDied: the notebook's worker process ended with {why} before reporting")
+                    finish(name, result)
+                elif timeout and elapsed > timeout:
+                    _kill_group(process)
+                    del running[name]
+                    finish(name, _stopped(name, folder, plan[name], status="timeout", seconds=elapsed, show_code=show_code, title=title,
+                                          error=f"TimeLimit: stopped after {elapsed:.0f} s, past the per-notebook time limit of "
+                                                f"{timeout:g} s (config key notebook_timeout)"))
+    except (RunInterrupted, KeyboardInterrupt):  # the run is being stopped: say so for every notebook, keep what finished
+        interrupted = "the run was interrupted (SIGTERM or SIGINT)"
+        for name, (process, started) in list(running.items()):
+            _kill_group(process)
+            del running[name]
+            finish(name, _load_result(folder, name) or _stopped(
+                name, folder, plan[name], status="killed", seconds=time.monotonic() - started, show_code=show_code, title=title,
+                error=f"Killed: stopped because {interrupted}"))
+        for name in waiting:
+            finish(name, NotebookResult(notebook=name, status="not run", seconds=0.0, html="", parameters=plan[name],
+                                        error=f"NotRun: not started because {interrupted}"))
+        return [results[name] for name in plan], interrupted
+    finally:
+        for process, _ in running.values():
+            _kill_group(process)
+    return [results[name] for name in plan], None
 
 
 class _Progress:
@@ -432,12 +573,21 @@ class _Progress:
 def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathLike = "reports", *,
         parameters: dict | None = None, per_notebook: dict | None = None, only: list[str] | None = None,
         jobs: int | None = None, show_code: bool = False, title: str = "clm report", keep_runs: int | None = None,
-        run_id: str | None = None) -> RunResult:
+        run_id: str | None = None, notebook_timeout: float | None = None) -> RunResult:
     """Execute notebooks into a new run folder under ``out_root``; point ``latest`` at it if all succeeded.
 
     ``jobs`` notebooks run at a time, each in a fresh kernel (default: the
-    number of cores). ``keep_runs`` deletes the oldest run folders beyond
-    that number (never the one ``latest`` points to).
+    number of cores). ``notebook_timeout`` (seconds) stops a notebook that
+    runs longer, with its kernel, and reports it as "timeout". ``keep_runs``
+    deletes the oldest run folders beyond that number (never the one
+    ``latest`` points to).
+
+    The run is written to ``out_root/.tmp-<run id>`` and moved to
+    ``out_root/<run id>`` when it ends. SIGTERM or SIGINT stop the running
+    notebooks and the run is recorded as "killed" with what had finished; a
+    run whose process was killed outright (SIGKILL) is recorded the same way
+    by the next run in the same folder. ``latest`` only moves to a run in
+    which every notebook succeeded.
     """
     parameters = dict(parameters or {})
     notebooks_dir, out_root = Path(notebooks_dir).resolve(), Path(out_root).resolve()
@@ -452,18 +602,16 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     tmp.mkdir()
     (tmp / ".pid").write_text(str(os.getpid()))
     result = RunResult(run_id=run_id, folder=out_root / run_id, parameters=parameters, title=title, started=_now())
+    (tmp / ".plan.json").write_text(json.dumps({"run_id": run_id, "title": title, "started": result.started, "parameters": parameters,
+                                                "per_notebook": per_notebook or {}, "plan": plan, "show_code": show_code}, default=str))
     progress = _Progress(plan)
-    try:
-        result.notebooks = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
-                                        show_code=show_code, title=title, progress=progress)
-        progress.close()
-        result.finished = _now()
-        _write_run(result, tmp, per_notebook=per_notebook)
-        (tmp / ".pid").unlink()
-        os.replace(tmp, result.folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _interruptible():
+        result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
+                                                            show_code=show_code, title=title, progress=progress,
+                                                            timeout=notebook_timeout)
+    progress.close()
+    result.finished = _now()
+    _finish_run(result, tmp, per_notebook=per_notebook)
     if result.ok:  # `latest` only ever points to a run where every notebook succeeded
         _point_latest(out_root, run_id)
     if keep_runs:
@@ -472,16 +620,67 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     return result
 
 
+class _interruptible:
+    """Within the block, SIGTERM raises RunInterrupted (SIGINT already raises KeyboardInterrupt); the old handler is restored after."""
+
+    def __enter__(self):
+        import signal
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            def stop(signum, frame):
+                raise RunInterrupted(signum)
+
+            self.previous = signal.signal(signal.SIGTERM, stop)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _finish_run(result: RunResult, tmp: Path, *, per_notebook) -> None:
+    """Write run.json and the index into the temporary folder, then move it into place in one step."""
+    _write_run(result, tmp, per_notebook=per_notebook)
+    for leftover in (".pid", ".plan.json"):
+        (tmp / leftover).unlink(missing_ok=True)
+    shutil.rmtree(tmp / ".results", ignore_errors=True)
+    os.replace(tmp, result.folder)
+
+
 def _remove_abandoned(out_root: Path) -> None:
-    """Delete ``.tmp-*`` folders left by runs that were killed (their process is gone)."""
+    """Record the ``.tmp-*`` folders of runs whose process was killed outright as killed runs (or delete them if unreadable)."""
     for tmp in out_root.glob(".tmp-*"):
         try:
             pid = int((tmp / ".pid").read_text())
             os.kill(pid, 0)  # still running: leave it alone
+            continue
         except ProcessLookupError:
-            shutil.rmtree(tmp, ignore_errors=True)
+            pass
         except (OSError, ValueError):
             continue
+        try:
+            _recover(tmp, out_root)
+        except Exception:  # not even the plan is readable: nothing to report, only to clean
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _recover(tmp: Path, out_root: Path) -> None:
+    plan = json.loads((tmp / ".plan.json").read_text())
+    reason = "the runner process was killed before the run finished (found by the next run)"
+    result = RunResult(run_id=plan["run_id"], folder=out_root / plan["run_id"], parameters=plan["parameters"], title=plan["title"],
+                       started=plan["started"], finished="", interrupted=reason)
+    for name, params in plan["plan"].items():
+        done = _load_result(tmp, name)
+        if done is None:
+            started = (tmp / f"{name}.ipynb").exists()
+            done = _stopped(name, tmp, params, status="killed" if started else "not run", seconds=0.0, show_code=plan["show_code"],
+                            title=plan["title"], error=f"{'Killed' if started else 'NotRun'}: {reason}")
+        result.notebooks.append(done)
+    _finish_run(result, tmp, per_notebook=plan["per_notebook"])
 
 
 def _now() -> str:
@@ -504,7 +703,8 @@ def _write_run(result: RunResult, folder: Path, *, per_notebook) -> None:
         "title": result.title,
         "started": result.started,
         "finished": result.finished,
-        "status": "ok" if result.ok else "failed",
+        "status": result.status,
+        "interrupted": result.interrupted,
         "parameters": result.parameters,
         "notebook_parameters": per_notebook or {},
         "packages": package_versions().to_dict()["version"],
@@ -559,7 +759,7 @@ h1{margin-bottom:.2rem}.meta{color:#5b6275;margin-top:0}
 .tile .label{font-size:.85rem;color:#5b6275}.tile .value{font-size:1.6rem;font-weight:600}
 .tile details{font-size:.8rem;color:#3d4356}.tile summary{cursor:pointer;color:#2f5bb7}
 table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e3e5ea;vertical-align:top}
-.ok{color:#1b7f3b;font-weight:600}.failed{color:#b3261e;font-weight:600}
+.ok{color:#1b7f3b;font-weight:600}.failed,.timeout,.killed,.not{color:#b3261e;font-weight:600}
 pre{white-space:pre-wrap;word-break:break-word;background:#f6f7f9;padding:.5rem;border-radius:4px;font-size:.8rem}
 img{max-width:100%}
 @media print{a{color:inherit;text-decoration:none}.tile details{display:block}}
@@ -700,6 +900,44 @@ def write_runs_index(out_root: str | os.PathLike) -> Path:
     tmp.write_text(_page("clm reports", body), encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def significant(obj, digits: int = 4):
+    """Floats rounded to ``digits`` significant digits (a DataFrame, Series or number; other and whole-number columns as they are).
+
+    For the key-figure cells that nbval checks: a model's optimum agrees
+    across library versions to about 1e-7, so figures printed to seven or
+    eight digits change with a new SciPy while the result does not. Four
+    significant digits keep every change that matters and none of that noise.
+    """
+    import numpy as np
+    import pandas as pd
+
+    def rounded(values):
+        x = np.asarray(values, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            magnitude = np.floor(np.log10(np.abs(x)))
+        factor = 10.0 ** (digits - 1 - np.where(np.isfinite(magnitude), magnitude, 0))
+        return np.where(np.isfinite(x), np.round(x * factor) / factor, x)
+
+    if isinstance(obj, pd.DataFrame):
+        out = obj.copy()
+        for column in out.columns:
+            values = out[column]
+            if pd.api.types.is_float_dtype(values) and not (values.dropna() % 1 == 0).all():  # counts stored as floats stay whole
+                out[column] = rounded(values)
+        return out
+    if isinstance(obj, pd.Series):
+        return pd.Series(rounded(obj), index=obj.index, name=obj.name) if pd.api.types.is_float_dtype(obj) else obj
+    return float(rounded(obj))
+
+
+def figures(obj, digits: int = 4, **to_string) -> str:
+    """A table (or series) as text with floats to ``digits`` significant digits (``significant``): 2,707,000 / 0.1116 / 5.9."""
+    def fmt(v: float) -> str:
+        return f"{v:,.0f}" if abs(v) >= 10 ** (digits - 1) else f"{v:.{digits}g}"
+
+    return significant(obj, digits).to_string(float_format=fmt, **to_string)
 
 
 def package_versions(names=("clm", "pandas", "numpy", "scipy", "lifetimes", "ibis-framework", "duckdb", "papermill", "matplotlib")):

@@ -147,30 +147,115 @@ def test_the_shipped_example_configs_are_valid():
         load_config(c)
 
 
-def test_killed_run_leaves_latest_alone_and_its_folder_is_cleaned_next_time(tmp_path):
+def notebooks_with(folder: Path, **extra_cells) -> Path:
+    """A notebook folder holding a_ok and, per keyword, a copy of a_ok with one more code cell (name=code)."""
+    folder.mkdir()
+    base = nbformat.read(FIXTURES / "a_ok.ipynb", as_version=4)
+    nbformat.write(base, folder / "a_ok.ipynb")
+    for name, code in extra_cells.items():
+        nb = nbformat.read(FIXTURES / "a_ok.ipynb", as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+def run_json(folder: Path) -> dict:
+    return json.loads((folder / "run.json").read_text())
+
+
+def test_killed_run_is_recorded_by_the_next_run_and_latest_is_left_alone(tmp_path):
     import signal
     import subprocess
     import sys
     import time
 
-    assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "a_ok"]) == 0
-    good = os.readlink(tmp_path / "latest")
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    nb = nbformat.read(FIXTURES / "a_ok.ipynb", as_version=4)
-    nb.cells.append(nbformat.v4.new_code_cell("import time; time.sleep(60)"))
-    nbformat.write(nb, slow / "a_ok.ipynb")
-    proc = subprocess.Popen([sys.executable, "-m", "clm_helpers.cli", "run", "--notebooks", str(slow), "--out", str(tmp_path)],
+    out = tmp_path / "out"
+    assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(out), "--only", "a_ok"]) == 0
+    good = os.readlink(out / "latest")
+    slow = notebooks_with(tmp_path / "slow", b_slow="import time; time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-m", "clm_helpers.cli", "run", "--notebooks", str(slow), "--out", str(out), "--jobs", "2"],
                             start_new_session=True)
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".tmp-*/a_ok.ipynb")) and time.monotonic() < deadline:
+    while not list(out.glob(".tmp-*/.results/a_ok.json")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, no chance to clean up
     proc.wait()
-    assert os.readlink(tmp_path / "latest") == good
-    assert [p.name for p in tmp_path.iterdir() if p.name[0].isdigit()] == [good]
-    assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(tmp_path), "--only", "a_ok"]) == 0
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert os.readlink(out / "latest") == good
+    assert [p.name for p in out.iterdir() if p.name[0].isdigit()] == [good]
+    # the next run finds the abandoned folder and records it as a killed run, keeping what had finished
+    assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(out), "--only", "a_ok"]) == 0
+    assert not list(out.glob(".tmp-*"))
+    runs = sorted(p for p in out.iterdir() if p.name[0].isdigit() and not p.is_symlink())
+    killed = run_json(runs[1])
+    assert killed["status"] == "killed" and "runner process was killed" in killed["interrupted"]
+    status = {n["notebook"]: n["status"] for n in killed["notebooks"]}
+    assert status == {"a_ok": "ok", "b_slow": "killed"}
+    assert "killed" in (runs[1] / "index.html").read_text()
+    assert os.readlink(out / "latest") == runs[2].name
+
+
+def test_sigterm_stops_the_run_and_records_what_finished(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    folder = notebooks_with(tmp_path / "nbs", b_slow="import time; time.sleep(60)", c_later="x = 1")
+    proc = subprocess.Popen([sys.executable, "-m", "clm_helpers.cli", "run", "--notebooks", str(folder), "--out", str(out), "--jobs", "1"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    def sleeping():  # papermill saves the notebook with the running cell marked when the cell starts
+        for path in out.glob(".tmp-*/b_slow.ipynb"):
+            try:
+                cells = nbformat.read(path, as_version=4).cells
+            except Exception:  # caught while papermill was writing it
+                return False
+            return any("time.sleep(60)" in c.source and c.metadata.get("papermill", {}).get("status") == "running" for c in cells)
+        return False
+
+    while not sleeping() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # what cron, Airflow and systemd send to stop a task
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "killed: the run was interrupted (SIGTERM or SIGINT)" in err
+    (folder_run,) = [p for p in out.iterdir() if p.name[0].isdigit()]
+    record = run_json(folder_run)
+    assert record["status"] == "killed"
+    status = {n["notebook"]: (n["status"], (n["error"] or "").split(":")[0]) for n in record["notebooks"]}
+    assert status == {"a_ok": ("ok", ""), "b_slow": ("killed", "Killed"), "c_later": ("not run", "NotRun")}
+    slow = next(n for n in record["notebooks"] if n["notebook"] == "b_slow")
+    assert "time.sleep(60)" in slow["failed_cell"]  # the cell that was running
+    assert (folder_run / "b_slow.html").exists()  # its partial output is kept
+    assert not (out / "latest").exists()
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_notebook_past_its_time_limit_is_stopped_and_the_others_finish(tmp_path):
+    folder = notebooks_with(tmp_path / "nbs", b_slow="import time; time.sleep(120)")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"notebooks_dir: {folder}\nout: {tmp_path / 'out'}\nnotebook_timeout: 8\njobs: 2\n")
+    assert cli.main(["run", "--config", str(config)]) == 1
+    (folder_run,) = [p for p in (tmp_path / "out").iterdir() if p.name[0].isdigit()]
+    record = run_json(folder_run)
+    assert record["status"] == "failed"
+    slow = next(n for n in record["notebooks"] if n["notebook"] == "b_slow")
+    assert slow["status"] == "timeout"
+    assert "past the per-notebook time limit of 8 s" in slow["error"]
+    assert "time.sleep(120)" in slow["failed_cell"]
+    assert next(n for n in record["notebooks"] if n["notebook"] == "a_ok")["status"] == "ok"
+    assert "timeout" in (folder_run / "index.html").read_text()
+
+
+def test_a_kernel_that_dies_is_reported_with_the_reason(tmp_path):
+    folder = notebooks_with(tmp_path / "nbs", b_dies="import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    result = run(folder, tmp_path / "out", jobs=2)
+    status = {n.notebook: n for n in result.notebooks}
+    assert status["a_ok"].status == "ok"
+    assert status["b_dies"].status == "failed"
+    assert "DeadKernelError" in status["b_dies"].error, status["b_dies"].error
+    assert "os.kill" in (status["b_dies"].failed_cell or ""), status["b_dies"].failed_cell
 
 
 def test_parallel_notebooks_with_relative_paths_do_not_race(tmp_path, monkeypatch):
@@ -180,3 +265,27 @@ def test_parallel_notebooks_with_relative_paths_do_not_race(tmp_path, monkeypatc
     result = run("notebooks", tmp_path / "out", parameters={"dataset": "sample"}, only=["a_ok", "c_metrics", "d_hostile"], jobs=3)
     assert [n.status for n in result.notebooks] == ["ok", "ok", "ok"], [n.error for n in result.notebooks]
     assert os.getcwd() == str(FIXTURES.parent)
+
+
+def test_significant_rounds_model_figures_but_keeps_counts_whole():
+    import pandas as pd
+
+    from clm_helpers import report
+
+    table = pd.DataFrame({"estimate": [25.87851, 0.000123456, -182475.2344], "n": [42411.0, 3.0, 0.0], "name": ["a", "b", "c"]})
+    out = report.significant(table)
+    assert out["estimate"].tolist() == [25.88, 0.0001235, -182500.0]
+    assert out["n"].tolist() == [42411.0, 3.0, 0.0] and out["name"].tolist() == ["a", "b", "c"]
+    assert report.significant(2707123.4) == 2707000.0
+    assert report.figures(table[["estimate"]]).splitlines()[1:] == ["0     25.88", "1 0.0001235", "2  -182,500"]
+
+
+def test_the_same_config_on_the_same_data_gives_the_same_headline_figures(tmp_path):
+    # the notebooks whose headlines come from model fits, random draws (CLV intervals) and joins
+    notebooks = Path(__file__).parent.parent / "notebooks"
+    names = ["acquisition", "clv_customer_value", "cx_surveys", "lifecycle"]
+    first = run(notebooks, tmp_path / "a", parameters={"dataset": "sample"}, only=names, jobs=2)
+    second = run(notebooks, tmp_path / "b", parameters={"dataset": "sample"}, only=names, jobs=2)
+    assert first.ok and second.ok, [(n.notebook, n.error) for n in first.notebooks + second.notebooks if n.error]
+    assert len(first.metrics) >= 8
+    assert run_json(first.folder)["metrics"] == run_json(second.folder)["metrics"]
