@@ -412,6 +412,12 @@ def _product_table(product_events: pd.DataFrame, observation_start, observation_
         events = [events] if isinstance(events, str) else list(events)
         if not events:
             raise EngagementError("events: give at least one event name, or None for every event")
+        seen = set(product_events["event"].dropna().astype(str).unique())
+        absent = [e for e in events if e not in seen]
+        if absent:  # a typo would silently give zero actives
+            shown = ", ".join(sorted(seen)[:12]) + (", ..." if len(seen) > 12 else "")
+            raise EngagementError(f"events: {absent} never occur in product_events.event ({len(product_events):,} rows; "
+                                  f"events present: {shown or 'none'})")
         df = df[df["event"].isin(events)]
     end = _day(observation_end, "observation_end")
     if end is None:
@@ -445,7 +451,9 @@ def active_customers(product_events: pd.DataFrame, *, freq: str = "D", observati
     or before ``observation_end`` (default: the last event's day) are shown,
     so the last period is never a partial one; every period from the first
     event on has a row, periods without activity show 0. ``events`` limits
-    activity to some event names (default: every event). Returns
+    activity to some event names (default: every event); a name that never
+    occurs in product_events raises ``EngagementError`` (a typo would
+    otherwise give zero actives), listing the names present. Returns
     ``active_customers`` and ``events`` (event rows) per period.
     """
     if freq not in _FREQS:

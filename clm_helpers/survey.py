@@ -16,8 +16,8 @@ Definitions (the same words the reports show):
   Higher is easier.
 
 Every function excludes missing answers and reports how many it excluded;
-answers outside the scale, fractional or not numbers raise ``SchemaError``
-naming how many and which. Rates are percentages.
+answers outside the scale, fractional or not numbers (text such as
+"10 - extremely likely", true/false) raise ``SchemaError`` naming how many and which. Rates are percentages.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _clean(scores, survey: str) -> tuple[np.ndarray, int]:
     raw = pd.Series(scores, dtype=object) if not isinstance(scores, pd.Series) else scores
     numeric = pd.to_numeric(raw, errors="coerce")
     missing = raw.isna() | raw.astype(str).str.strip().isin(["", "nan", "None", "<NA>"])
-    not_number = numeric.isna() & ~missing
+    not_number = (numeric.isna() & ~missing) | raw.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)  # True is not a 1
     if not_number.any():
         examples = ", ".join(repr(v) for v in raw[not_number].head(3))
         raise SchemaError(f"surveys.score: {int(not_number.sum()):,} {survey} answers are not numbers (e.g. {examples})")
