@@ -28,7 +28,8 @@ clicks are the more reliable engagement signal. A click implies an open
 (the recipient saw the e-mail even if images were blocked), as most e-mail
 platforms count it; ``implied_opens=False`` counts only recorded opens.
 Click-to-open is always unique clickers over unique openers, in both counting
-modes. A group with no deliveries has its rates over delivered *missing*
+modes; with ``implied_opens=False`` a clicked e-mail without a recorded open is
+in neither (it is not an opened e-mail), so the rate never exceeds 100%. A group with no deliveries has its rates over delivered *missing*
 (with the reason in ``note``), never infinite.
 
 Product activity comes from ``product_events``: a customer is **active** on a
@@ -219,6 +220,7 @@ def email_metrics(email_events: pd.DataFrame, *, by="campaign_id", unique: bool 
         agg[col] = pairs[f"any_{col}"].sum() if unique else pairs[f"n_{col}"].sum()
     agg["openers"] = opened.sum()
     agg["clickers"] = pairs.any_clicks.sum()
+    agg["opened_clickers"] = (pairs.any_clicks & opened).sum()  # click-to-open's numerator: clicked e-mails among the opened
     if implied_opens:  # an e-mail clicked without a recorded open adds one open
         agg["opens"] = opened.sum() if unique else pairs.n_opens.sum() + implied.sum()
     group = [pairs[k] for k in keys]
@@ -227,7 +229,7 @@ def email_metrics(email_events: pd.DataFrame, *, by="campaign_id", unique: bool 
 
 
 def _finish_counts(counts: pd.DataFrame, keys: list[str], unique: bool) -> pd.DataFrame:
-    cols = list(_COUNT_EVENTS) + ["openers", "clickers"]
+    cols = list(_COUNT_EVENTS) + ["openers", "clickers", "opened_clickers"]
     counts = counts.copy()
     for c in cols:
         counts[c] = counts[c].fillna(0).astype("int64")
@@ -252,7 +254,7 @@ def _finish_counts(counts: pd.DataFrame, keys: list[str], unique: bool) -> pd.Da
     out["bounce_rate"] = 100 * (counts["hard_bounces"] + counts["soft_bounces"]) / sent
     out["open_rate"] = 100 * counts["opens"] / delivered
     out["click_through_rate"] = 100 * counts["clicks"] / delivered
-    out["click_to_open_rate"] = 100 * counts["clickers"] / openers
+    out["click_to_open_rate"] = 100 * counts["opened_clickers"] / openers
     out["unsubscribe_rate"] = 100 * counts["unsubscribes"] / delivered
     out["complaint_rate"] = 100 * counts["complaints"] / delivered
     note = np.select(
@@ -543,7 +545,7 @@ def feature_adoption(product_events: pd.DataFrame, *, observation_start=None, ob
     window's end. ``events`` lists the events to report (default: every
     event seen); a listed event nobody used gets 0. Returns users, base,
     adoption_pct = users / base x 100, uses (event rows) and uses_per_user,
-    sorted by users.
+    sorted by users, then uses, then event name (so the order never depends on the input's).
     """
     df, end, wanted = _product_table(product_events, observation_start, observation_end, None)
     t = as_table(df)
@@ -562,7 +564,7 @@ def feature_adoption(product_events: pd.DataFrame, *, observation_start=None, ob
     out["uses"] = per["uses"].astype("int64")
     out["uses_per_user"] = out["uses"] / out["users"].where(out["users"] > 0)
     out.index.name = "event"
-    return out.sort_values(["users", "uses"], ascending=False, kind="stable")
+    return out.sort_values(["users", "uses", "event"], ascending=[False, False, True], kind="stable")  # ties: by name
 
 
 # ----------------------------------------------------------------------------- plots
