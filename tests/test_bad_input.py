@@ -500,3 +500,15 @@ def test_cac_of_a_channel_that_won_no_one_is_missing_with_a_reason_not_inf():
     by = out.set_index("channel")
     assert by.loc["search", "cac"] == 50.0
     assert np.isnan(by.loc["tv", "cac"]) and by.loc["tv", "note"].startswith("spent 500.00 and won no new customer: CAC unde")
+
+
+def test_pareto_nbd_on_hundreds_of_purchases_fits_finitely_or_says_it_did_not_converge(heavy_buyers):
+    """Today it does not converge on this population (reported in issue #7); either way: no NaN, no scipy traceback."""
+    try:
+        m = clv.fit_model(heavy_buyers, "pareto_nbd")
+    except clv.FitError as exc:
+        assert re.match(r"^pareto_nbd: no fit converged on 300 customers after \d+ attempts \(L-BFGS-B \(penalizer 0\): ", str(exc))
+        assert isinstance(exc, ClmError)
+        return
+    assert np.isfinite(m.params_).all()
+    assert np.isfinite(clv.predict_customers(m, heavy_buyers, horizon=365).to_numpy()).all()
