@@ -13,10 +13,31 @@ Conventions, applied to every table:
 * identifiers are text (``"00042"`` stays ``"00042"``; a CSV's integer ids are
   read as text, never as numbers);
 * timestamps are ``datetime64[us]`` without a time zone: values that carry a
-  zone or offset are converted to UTC, naive values are taken to be UTC;
-  text must be ISO 8601 (``2024-03-01`` or ``2024-03-01 14:05:00``);
+  zone or offset are converted to UTC, naive values are taken to be UTC (a
+  column that mixes the two is kept, with a note counting each kind);
+  text must be ISO 8601 (``2024-03-01`` or ``2024-03-01 14:05:00``): any
+  other format (``05/01/2024``, ``yesterday``) raises, because day-first and
+  month-first cannot be told apart; years must lie in 1678-2261;
 * dates are timestamps at midnight;
-* money is ``float64`` in the company's currency; refunds are negative amounts;
+* money is ``float64`` in the company's currency; refunds are negative amounts
+  (kept and counted in the notes; ``clv.rfm_summary`` documents how they are
+  netted); zero amounts are kept as purchases and counted (CDNOW has 80);
+  text numbers need a decimal point and nothing else (``1234.5``; ``"$10"``,
+  ``"10,5"`` and ``"1,234"`` raise);
+* identifiers may not be empty; identifiers that must be unique
+  (``customers.customer_id``, ``transaction_id``, ``response_id``) raise
+  when repeated, listing the rows; rows that repeat another row exactly are
+  kept and counted (an export loaded twice shows up in the notes);
+* dates after today or before 1970 are kept and counted (clock or time-zone
+  errors, placeholder dates); rows dated before their customer's
+  ``signup_date`` or naming an unknown customer are kept and counted by
+  ``check_references``;
+* survey scores must be whole numbers on the survey's scale (NPS 0-10, CSAT
+  1-5, CES 1-7); fractions, text (``"10 - extremely likely"``) and values
+  outside the scale raise; empty scores are kept and counted;
+* a category outside its allowed values (an unknown survey type or e-mail
+  event) raises, listing the values found and how often;
+* an empty table (header only) is valid;
 * columns outside the contract are ignored (left out of the loaded table, and
   listed in the notes).
 """
@@ -262,10 +283,11 @@ def _examples(df: pd.DataFrame, mask: pd.Series, column: str, *, limit: int = 3)
     return "; ".join(parts)
 
 
-def _fail(table: str, column: str, df: pd.DataFrame, mask: pd.Series, what: str) -> None:
+def _fail(table: str, column: str, df: pd.DataFrame, mask: pd.Series, what: str, hint: str = "") -> None:
     n_bad = int(mask.sum())
     if n_bad:
-        raise SchemaError(f"{table}.{column}: {n_bad:,} of {len(df):,} rows {what} (e.g. {_examples(df, mask, column)})")
+        raise SchemaError(f"{table}.{column}: {n_bad:,} of {len(df):,} rows {what} (e.g. {_examples(df, mask, column)})"
+                          + (f"; {hint}" if hint else ""))
 
 
 def _parse_ids(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
@@ -282,6 +304,10 @@ def _parse_ids(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.
     return out.astype(object).where(out.notna(), None) if col.nullable else out.astype(str)
 
 
+#: A time of day followed by a zone: Z or an offset such as +02:00, -0500, +01.
+_ZONED = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
 def _parse_time(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         out = raw.dt.tz_convert("UTC").dt.tz_localize(None)
@@ -290,7 +316,12 @@ def _parse_time(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd
     else:
         text = raw.astype("string").str.strip()
         text = text.mask(text == "")
-        out = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+        # values with and without a zone are parsed apart: in one call, pandas reads a naive value that
+        # follows a zoned one in that value's offset (so the result would depend on the row order)
+        zoned = text.str.contains(_ZONED, regex=True).fillna(False).astype(bool)
+        parts = [pd.to_datetime(text[m], errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None).astype("datetime64[us]")
+                 for m in (zoned, ~zoned) if m.any()]
+        out = pd.concat(parts).reindex(text.index) if parts else pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
         _fail(
             table, col.name, df, text.notna() & out.isna(),
             "are not ISO 8601 dates or times between the years 1678 and 2261 (expected e.g. 2024-03-01 or 2024-03-01 14:05:00)",
@@ -312,7 +343,8 @@ def _parse_number(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> 
         text = raw.astype("string").str.strip()
         text = text.mask(text == "")
         out = pd.to_numeric(text, errors="coerce").astype("float64")
-        _fail(table, col.name, df, text.notna() & out.isna(), "are not numbers")
+        _fail(table, col.name, df, text.notna() & out.isna(), "are not numbers",
+              "write plain numbers with a decimal point (1234.5): no currency sign, unit, label or thousands separator")
     _fail(table, col.name, df, pd.Series(np.isinf(out.to_numpy()), index=out.index), "are infinite")
     if not col.nullable:
         _fail(table, col.name, df, out.isna(), "are empty")
@@ -396,6 +428,7 @@ def validate_table(table: str, df: pd.DataFrame, *, mapping: dict[str, str] | No
     for col in schema.columns:
         if col.name in df.columns:
             out[col.name] = _PARSERS[col.kind](table, col, df[col.name], df)
+            notes += _zone_note(table, col, df[col.name], len(df))
     clean = pd.DataFrame(out)
     for col in schema.columns:
         if col.unique and col.name in clean.columns:
@@ -403,6 +436,20 @@ def validate_table(table: str, df: pd.DataFrame, *, mapping: dict[str, str] | No
             _fail(table, col.name, clean, dup, "share an identifier with another row (must be unique)")
     notes += _table_rules(table, clean)
     return clean, notes
+
+
+def _zone_note(table: str, col: Column, raw: pd.Series, n_rows: int) -> list[str]:
+    """A note when a text time column mixes values with a zone or offset and values without (both are kept)."""
+    if col.kind not in ("timestamp", "date") or pd.api.types.is_datetime64_any_dtype(raw):
+        return []
+    text = raw.astype("string").str.strip()
+    text = text[text.notna() & (text != "")]
+    zoned = int(text.str.contains(_ZONED, regex=True).sum())
+    naive = len(text) - zoned
+    if not zoned or not naive:
+        return []
+    return [f"{table}.{col.name}: {zoned:,} of {n_rows:,} rows carry a time zone or offset (converted to UTC) and "
+            f"{naive:,} have none (taken as UTC); kept (check that the export wrote one clock)"]
 
 
 def _table_rules(table: str, df: pd.DataFrame) -> list[str]:

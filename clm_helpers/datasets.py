@@ -171,8 +171,22 @@ def _table_file(folder: Path, table: str) -> Path | None:
 def _read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Read every table file in ``folder`` through Ibis/DuckDB; CSV text is parsed by the contract, not guessed.
 
-    DuckDB detects the delimiter and a UTF-8 byte-order mark; a CSV file that
-    is not valid UTF-8 is read as Latin-1 (Windows exports), and a note says so.
+    How a CSV file's layout and encoding are found (each non-UTF-8 case adds a note):
+
+    * the delimiter (comma, semicolon, tab, pipe) is detected by DuckDB's
+      sniffer; the first line is the header;
+    * UTF-8, with or without a byte-order mark, is read as is;
+    * a UTF-16 file (it starts with a UTF-16 byte-order mark) is read as UTF-16;
+    * a file that is not valid UTF-8 is read as Latin-1 (ISO 8859-1) and, when
+      it holds bytes that Latin-1 leaves undefined (0x80-0x9F: the euro sign
+      and curly quotes of Windows exports), as Windows-1252;
+    * a file that none of these decode, an empty file (not even a header
+      row) and a file DuckDB cannot parse raise ``SchemaError`` naming the
+      table and the file.
+
+    A file named after a table in any other format (``transactions.xlsx``,
+    ``customers.json``) raises ``SchemaError`` when the table has no CSV or
+    Parquet file, and is ignored with a note when it has one.
     """
     from .engine import default_backend
 
@@ -180,26 +194,68 @@ def _read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
     frames, notes = {}, []
     for table in TABLES:
         path = _table_file(folder, table)
+        others = sorted(p.name for p in folder.glob(f"{table}.*") if p.is_file()
+                        and not p.name.lower().endswith(_FILE_SUFFIXES))
         if path is None:
+            if others:
+                raise SchemaError(f"{table}: {', '.join(others)} is not a CSV or Parquet file; export the table as "
+                                  f"CSV (UTF-8) or Parquet ({table}.csv or {table}.parquet)")
             continue
+        if others:
+            notes.append(f"{table}: ignored {', '.join(others)} (not CSV or Parquet); read {path.name}")
         is_parquet = path.suffix in (".parquet", ".pq")
         try:
             if is_parquet:
                 frames[table] = con.read_parquet(path).to_pandas()
                 continue
-            try:
-                # all_varchar: every column arrives as text, so the contract (not
-                # DuckDB's sniffer) decides what is a number, a date or an id.
-                frames[table] = con.read_csv(path, all_varchar=True, header=True).to_pandas()
-            except Exception as exc:
-                if "not utf-8 encoded" not in str(exc):
-                    raise
-                frames[table] = con.read_csv(path, all_varchar=True, header=True, encoding="latin-1").to_pandas()
-                notes.append(f"{table}: {path.name} is not UTF-8; read as Latin-1")
+            frames[table], note = _read_csv(con, table, path)
+            if note:
+                notes.append(note)
+        except SchemaError:
+            raise
         except Exception as exc:  # DuckDB's own message says what is wrong with the file
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SchemaError(f"{table}: cannot read {path} as {'Parquet' if is_parquet else 'CSV'}: {first}") from exc
     return frames, notes
+
+
+def _read_csv(con, table: str, path: Path) -> tuple[pd.DataFrame, str | None]:
+    """One CSV file as text columns, and a note when it was not UTF-8 (the rules are in ``_read_folder``)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head.lstrip(b"\xef\xbb\xbf").strip():
+        raise SchemaError(f"{table}: {path.name} is empty (not even a header row); write at least the header "
+                          f"{', '.join(data.SCHEMAS[table].required)}")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return _read_transcoded(con, path, "utf-16"), f"{table}: {path.name} is UTF-16; read as UTF-16"
+    try:
+        # all_varchar: every column arrives as text, so the contract (not
+        # DuckDB's sniffer) decides what is a number, a date or an id.
+        return con.read_csv(path, all_varchar=True, header=True).to_pandas(), None
+    except Exception as exc:
+        if "not utf-8 encoded" not in str(exc):
+            raise
+    try:
+        return (con.read_csv(path, all_varchar=True, header=True, encoding="latin-1").to_pandas(),
+                f"{table}: {path.name} is not UTF-8; read as Latin-1")
+    except Exception as exc:
+        if "not latin-1 encoded" not in str(exc):
+            raise
+    try:
+        return _read_transcoded(con, path, "cp1252"), f"{table}: {path.name} is not UTF-8; read as Windows-1252"
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{table}: {path.name} is in none of the encodings tried (UTF-8, UTF-16 with a byte-order "
+                          f"mark, Latin-1, Windows-1252): it holds the byte {exc.object[exc.start:exc.start + 1]!r}, "
+                          f"which none of them defines; save it as UTF-8") from exc
+
+
+def _read_transcoded(con, path: Path, encoding: str) -> pd.DataFrame:
+    """Read a CSV in ``encoding`` by re-encoding it, chunk by chunk, into a temporary UTF-8 copy that DuckDB reads."""
+    with tempfile.TemporaryDirectory(prefix="clm-csv-") as tmp:
+        copy = Path(tmp) / path.name
+        with open(path, encoding=encoding, newline="") as src, open(copy, "w", encoding="utf-8", newline="") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return con.read_csv(copy, all_varchar=True, header=True).to_pandas()
 
 
 def _read_duckdb(path: Path) -> dict[str, pd.DataFrame]:

@@ -28,7 +28,8 @@ clicks are the more reliable engagement signal. A click implies an open
 (the recipient saw the e-mail even if images were blocked), as most e-mail
 platforms count it; ``implied_opens=False`` counts only recorded opens.
 Click-to-open is always unique clickers over unique openers, in both counting
-modes. A group with no deliveries has its rates over delivered *missing*
+modes; with ``implied_opens=False`` a clicked e-mail without a recorded open is
+in neither (it is not an opened e-mail), so the rate never exceeds 100%. A group with no deliveries has its rates over delivered *missing*
 (with the reason in ``note``), never infinite.
 
 Product activity comes from ``product_events``: a customer is **active** on a
@@ -219,6 +220,7 @@ def email_metrics(email_events: pd.DataFrame, *, by="campaign_id", unique: bool 
         agg[col] = pairs[f"any_{col}"].sum() if unique else pairs[f"n_{col}"].sum()
     agg["openers"] = opened.sum()
     agg["clickers"] = pairs.any_clicks.sum()
+    agg["opened_clickers"] = (pairs.any_clicks & opened).sum()  # click-to-open's numerator: clicked e-mails among the opened
     if implied_opens:  # an e-mail clicked without a recorded open adds one open
         agg["opens"] = opened.sum() if unique else pairs.n_opens.sum() + implied.sum()
     group = [pairs[k] for k in keys]
@@ -227,7 +229,7 @@ def email_metrics(email_events: pd.DataFrame, *, by="campaign_id", unique: bool 
 
 
 def _finish_counts(counts: pd.DataFrame, keys: list[str], unique: bool) -> pd.DataFrame:
-    cols = list(_COUNT_EVENTS) + ["openers", "clickers"]
+    cols = list(_COUNT_EVENTS) + ["openers", "clickers", "opened_clickers"]
     counts = counts.copy()
     for c in cols:
         counts[c] = counts[c].fillna(0).astype("int64")
@@ -252,7 +254,7 @@ def _finish_counts(counts: pd.DataFrame, keys: list[str], unique: bool) -> pd.Da
     out["bounce_rate"] = 100 * (counts["hard_bounces"] + counts["soft_bounces"]) / sent
     out["open_rate"] = 100 * counts["opens"] / delivered
     out["click_through_rate"] = 100 * counts["clicks"] / delivered
-    out["click_to_open_rate"] = 100 * counts["clickers"] / openers
+    out["click_to_open_rate"] = 100 * counts["opened_clickers"] / openers
     out["unsubscribe_rate"] = 100 * counts["unsubscribes"] / delivered
     out["complaint_rate"] = 100 * counts["complaints"] / delivered
     note = np.select(
@@ -412,6 +414,12 @@ def _product_table(product_events: pd.DataFrame, observation_start, observation_
         events = [events] if isinstance(events, str) else list(events)
         if not events:
             raise EngagementError("events: give at least one event name, or None for every event")
+        seen = set(product_events["event"].dropna().astype(str).unique())
+        absent = [e for e in events if e not in seen]
+        if absent:  # a typo would silently give zero actives
+            shown = ", ".join(sorted(seen)[:12]) + (", ..." if len(seen) > 12 else "")
+            raise EngagementError(f"events: {absent} never occur in product_events.event ({len(product_events):,} rows; "
+                                  f"events present: {shown or 'none'})")
         df = df[df["event"].isin(events)]
     end = _day(observation_end, "observation_end")
     if end is None:
@@ -445,7 +453,9 @@ def active_customers(product_events: pd.DataFrame, *, freq: str = "D", observati
     or before ``observation_end`` (default: the last event's day) are shown,
     so the last period is never a partial one; every period from the first
     event on has a row, periods without activity show 0. ``events`` limits
-    activity to some event names (default: every event). Returns
+    activity to some event names (default: every event); a name that never
+    occurs in product_events raises ``EngagementError`` (a typo would
+    otherwise give zero actives), listing the names present. Returns
     ``active_customers`` and ``events`` (event rows) per period.
     """
     if freq not in _FREQS:
@@ -535,7 +545,7 @@ def feature_adoption(product_events: pd.DataFrame, *, observation_start=None, ob
     window's end. ``events`` lists the events to report (default: every
     event seen); a listed event nobody used gets 0. Returns users, base,
     adoption_pct = users / base x 100, uses (event rows) and uses_per_user,
-    sorted by users.
+    sorted by users, then uses, then event name (so the order never depends on the input's).
     """
     df, end, wanted = _product_table(product_events, observation_start, observation_end, None)
     t = as_table(df)
@@ -554,7 +564,7 @@ def feature_adoption(product_events: pd.DataFrame, *, observation_start=None, ob
     out["uses"] = per["uses"].astype("int64")
     out["uses_per_user"] = out["uses"] / out["users"].where(out["users"] > 0)
     out.index.name = "event"
-    return out.sort_values(["users", "uses"], ascending=False, kind="stable")
+    return out.sort_values(["users", "uses", "event"], ascending=[False, False, True], kind="stable")  # ties: by name
 
 
 # ----------------------------------------------------------------------------- plots

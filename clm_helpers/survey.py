@@ -7,7 +7,9 @@ Definitions (the same words the reports show):
   from -100 to 100. Interval: the adjusted Wald of Rocks (2016), "Interval
   estimation for the 'net promoter score'", The American Statistician 70(4),
   365-372, the best of the methods compared there: add 3/4 to the promoter and
-  detractor counts and 3 to n, then NPS' +- z sqrt((p'+ + p'- - (p'+ - p'-)^2) / (n + 3)).
+  detractor counts and 3 to n, then NPS' +- z sqrt((p'+ + p'- - (p'+ - p'-)^2) / (n + 3)),
+  clipped to -100..100 and, where it misses the observed NPS (a few answers,
+  all on one side), widened to include it.
 * **CSAT** (Customer Satisfaction) on 1-5: share of answers that are 4 or 5
   (top-two-box), in %, with the Wilson score interval (Wilson 1927). The other
   common convention, the mean score, is ``csat(..., method="mean")``.
@@ -16,8 +18,8 @@ Definitions (the same words the reports show):
   Higher is easier.
 
 Every function excludes missing answers and reports how many it excluded;
-answers outside the scale, fractional or not numbers raise ``SchemaError``
-naming how many and which. Rates are percentages.
+answers outside the scale, fractional or not numbers (text such as
+"10 - extremely likely", true/false) raise ``SchemaError`` naming how many and which. Rates are percentages.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _clean(scores, survey: str) -> tuple[np.ndarray, int]:
     raw = pd.Series(scores, dtype=object) if not isinstance(scores, pd.Series) else scores
     numeric = pd.to_numeric(raw, errors="coerce")
     missing = raw.isna() | raw.astype(str).str.strip().isin(["", "nan", "None", "<NA>"])
-    not_number = numeric.isna() & ~missing
+    not_number = (numeric.isna() & ~missing) | raw.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)  # True is not a 1
     if not_number.any():
         examples = ", ".join(repr(v) for v in raw[not_number].head(3))
         raise SchemaError(f"surveys.score: {int(not_number.sum()):,} {survey} answers are not numbers (e.g. {examples})")
@@ -87,7 +89,10 @@ def nps(scores, *, level: float = 0.95) -> SurveyResult:
     pp, pd_ = (promoters + 0.75) / (n + 3), (detractors + 0.75) / (n + 3)
     centre = pp - pd_
     half = _z(level) * np.sqrt((pp + pd_ - centre ** 2) / (n + 3))
-    return SurveyResult("nps", value, max(-100.0, 100 * (centre - half)), min(100.0, 100 * (centre + half)), n, missing, level,
+    # the adjusted interval is centred on the adjusted estimate: on a few one-sided answers it can miss the observed
+    # NPS (one answer of 0: NPS -100, interval -73..23); it is then widened to reach it (coverage can only rise)
+    low, high = min(value, max(-100.0, 100 * (centre - half))), max(value, min(100.0, 100 * (centre + half)))
+    return SurveyResult("nps", value, low, high, n, missing, level,
                         dict(promoters=promoters, passives=passives, detractors=detractors))
 
 
