@@ -34,10 +34,12 @@ import pandas as pd
 from .data import ClmError
 
 __all__ = ["ENGINES", "EngineError", "as_table", "execute", "use", "using", "current", "backend", "default_backend",
-           "spark_session", "read_parquet"]
+           "spark_session", "read_parquet", "read_tables", "EVENT_TABLES", "environment"]
 
 #: The engines ``use`` accepts.
 ENGINES = ("duckdb", "spark")
+#: The event-level tables: the large ones, aggregated by the engine.
+EVENT_TABLES = ("transactions", "email_events", "product_events", "subscriptions")
 #: The Spark master used when none is given: every core of this machine.
 DEFAULT_SPARK_MASTER = "local[*]"
 
@@ -110,6 +112,27 @@ def backend():
     return _selected["backend"]
 
 
+def environment(name: str = "duckdb", *, spark_master: str | None = None) -> dict[str, str]:
+    """The environment variables that select ``name`` in another process (a notebook kernel): ``{"CLM_ENGINE": ...}``.
+
+    The report runner adds them to the kernels' environment for ``engine:
+    spark`` / ``--engine spark``; ``spark_master`` (default ``local[*]``) is
+    passed as ``CLM_SPARK_MASTER``. Checks the name, and for Spark that
+    pyspark can be imported, so a run fails before any notebook starts.
+    """
+    name = _check_name(name)
+    if name == "duckdb":
+        if spark_master:
+            raise EngineError(f"spark_master applies to the spark engine only, got engine 'duckdb' and spark_master {spark_master!r}")
+        return {"CLM_ENGINE": "duckdb"}
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise EngineError("the spark engine needs pyspark: pip install 'clm[spark]' (or pip install -e '.[spark]' in the source tree)") from exc
+    _java_or_fail()
+    return {"CLM_ENGINE": "spark", "CLM_SPARK_MASTER": spark_master or DEFAULT_SPARK_MASTER}
+
+
 def as_table(obj) -> ibis.Table:
     """An Ibis table for a pandas DataFrame (registered in memory) or an Ibis table as is."""
     if isinstance(obj, ibis.Table):
@@ -136,6 +159,25 @@ def read_parquet(path, *, table_name: str | None = None) -> ibis.Table:
     return backend().read_parquet(str(path), table_name=table_name)
 
 
+def read_tables(folder, *, tables=EVENT_TABLES) -> dict[str, ibis.Table]:
+    """Ibis tables over ``folder/<table>.parquet`` for each of ``tables`` found there, bound to the selected engine.
+
+    For the functions that take Ibis tables (``clv.rfm_summary``,
+    ``clv.subscription_cohort_counts``, ``clv.repeat_transaction_tracking``):
+    the rows stay in the engine, only the per-customer result comes back. The
+    tables are read as they are: the contract's values are validated by
+    ``datasets.load`` (in pandas), not here; each function checks the
+    columns it needs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder of Parquet files")
+    found = {name: read_parquet(folder / f"{name}.parquet") for name in tables if (folder / f"{name}.parquet").exists()}
+    if not found:
+        raise FileNotFoundError(f"{folder}: none of {list(tables)} as <table>.parquet")
+    return found
+
+
 # ----------------------------------------------------------------------------- Spark
 
 
@@ -151,6 +193,8 @@ def _java_or_fail() -> None:
 def spark_session(master: str | None = None, *, app_name: str = "clm", shuffle_partitions: int | None = None,
                   driver_memory: str | None = None, conf: dict | None = None):
     """A Spark session for the suite: ``master`` (default ``$CLM_SPARK_MASTER``, else ``local[*]``), UI off, time zone UTC.
+
+    A local master listens on 127.0.0.1 only; Spark logs errors only.
 
     ``shuffle_partitions`` defaults to 4 for a local master (Spark's 200 is
     meant for clusters; a few thousand customers in 200 tasks is slow) and to
@@ -172,9 +216,13 @@ def spark_session(master: str | None = None, *, app_name: str = "clm", shuffle_p
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.log.level": "ERROR",  # Spark's warnings would land in the notebooks' outputs
     }
-    if shuffle_partitions is None and master.startswith("local"):
-        shuffle_partitions = 4
+    if master.startswith("local"):
+        if shuffle_partitions is None:
+            shuffle_partitions = 4
+        # a local Spark serves this process only: listen on the loopback interface, not on the machine's address
+        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     if shuffle_partitions is not None:
         settings["spark.sql.shuffle.partitions"] = str(int(shuffle_partitions))
     driver_memory = driver_memory or os.environ.get("CLM_SPARK_DRIVER_MEMORY")

@@ -184,6 +184,15 @@ def test_the_cases_cover_every_function_that_executes_an_ibis_expression():
     assert found - private - called == set()
 
 
+def test_a_repeat_spend_cancelled_by_refunds_is_not_counted_as_clipped():
+    """0.6 - 0.1 - 0.5 sums to -1e-16 or to 0 depending on the engine's order; neither is a negative monetary value."""
+    tx = pd.DataFrame({"customer_id": ["a"] * 4, "amount": [0.7, 0.6, -0.1, -0.5],
+                       "timestamp": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-01-09", "2024-01-09"])})
+    summary = clv.rfm_summary(tx, observation_end="2024-01-31")
+    assert summary.loc["a", "monetary_value"] == 0.0
+    assert summary.attrs["clipped_monetary_value"] == 0
+
+
 # ----------------------------------------------------------------------------- tables bound to Spark
 
 
@@ -203,8 +212,9 @@ def test_functions_taking_ibis_tables_read_parquet_on_spark(call, ds, sample_dir
     """The rows stay in Spark: tables read from Parquet by Spark give what the validated pandas frames give on DuckDB."""
     expected = call({"transactions": ds.transactions, "subscriptions": ds.subscriptions})
     with on_spark:
-        tables = {name: engine.read_parquet(sample_dir / f"{name}.parquet") for name in ("transactions", "subscriptions")}
-        assert tables["transactions"]._find_backend().name == "pyspark"
+        tables = engine.read_tables(sample_dir)
+        assert sorted(tables) == sorted(engine.EVENT_TABLES)
+        assert {t._find_backend().name for t in tables.values()} == {"pyspark"}
         got = call(tables)
     assert_same(expected, got)
 
@@ -225,6 +235,13 @@ def test_errors_are_the_same_on_spark(ds, on_spark):
 
 
 # ----------------------------------------------------------------------------- engine selection
+
+
+def test_read_tables_says_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="none of"):
+        engine.read_tables(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        engine.read_tables(tmp_path / "nowhere")
 
 
 def test_unknown_engine_is_refused():
@@ -261,6 +278,16 @@ def test_clm_spark_master_environment_variable_reaches_the_session(monkeypatch, 
     assert seen == {"master": "local[2]"} and con.name == "pyspark"
     assert engine.execute(ibis.memtable({"x": [1, 2, 3]}).x.sum().as_table())["Sum(x)"].iloc[0] == 6
     assert real is not spy
+
+
+def test_environment_for_the_runner():
+    assert engine.environment("duckdb") == {"CLM_ENGINE": "duckdb"}
+    assert engine.environment("spark") == {"CLM_ENGINE": "spark", "CLM_SPARK_MASTER": "local[*]"}
+    assert engine.environment("Spark", spark_master="spark://head:7077")["CLM_SPARK_MASTER"] == "spark://head:7077"
+    with pytest.raises(engine.EngineError, match="spark_master applies to the spark engine only"):
+        engine.environment("duckdb", spark_master="local[2]")
+    with pytest.raises(engine.EngineError, match="got 'dask'"):
+        engine.environment("dask")
 
 
 def test_using_restores_the_engine_selected_before(spark):
