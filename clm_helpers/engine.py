@@ -223,6 +223,7 @@ def spark_session(master: str | None = None, *, app_name: str = "clm", shuffle_p
             shuffle_partitions = 4
         # a local Spark serves this process only: listen on the loopback interface, not on the machine's address
         settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM this call starts, before any setting
     if shuffle_partitions is not None:
         settings["spark.sql.shuffle.partitions"] = str(int(shuffle_partitions))
     driver_memory = driver_memory or os.environ.get("CLM_SPARK_DRIVER_MEMORY")
