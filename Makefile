@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 SAMPLE := data/sample/ground_truth.json
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: report test lab sample clean browser
+.PHONY: report test lab sample clean browser java
 
 report: $(STAMP) $(SAMPLE)   ## run every notebook on the default sample into reports/
 	$(BIN)/clm run --dataset sample
 
-test: $(STAMP) $(SAMPLE) browser   ## unit tests and notebooks (nbval)
+test: $(STAMP) $(SAMPLE) browser java   ## unit tests and notebooks (nbval)
 	$(BIN)/python -m pytest
 
 # The report-security tests open rendered reports in a real headless Chromium (Debian's package).
@@ -23,6 +23,17 @@ browser:
 		{ apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
 	else \
 		echo "note: no chromium found; tests/test_report_security.py will fail until it is installed (apt-get install chromium) or CLM_CHROMIUM is set"; \
+	fi
+
+# The Spark engine tests (tests/test_spark.py) start a local Spark, which needs Java 17+ (Debian's headless JRE).
+java:
+	@if java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's openjdk-17-jre-headless for the Spark engine tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null; }; \
+	else \
+		echo "error: the Spark engine tests need Java 17 or newer (apt-get install openjdk-17-jre-headless, or set JAVA_HOME)" >&2; exit 1; \
 	fi
 
 lab: $(STAMP) $(SAMPLE)      ## JupyterLab on the notebooks
@@ -37,7 +48,7 @@ $(SAMPLE): | $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,spark]'
 	touch $(STAMP)
 
 clean:

@@ -1,23 +1,136 @@
-"""Where event-level aggregation runs: Ibis expressions on an embedded DuckDB.
+"""Where event-level aggregation runs: Ibis expressions on an embedded DuckDB, or on Apache Spark.
 
 Every aggregation over event-level tables (transactions, e-mail events, product
 events) is written as an Ibis expression and executed here, so the same
-expression can later run on another Ibis backend (Spark, a warehouse) without
-being rewritten. Only per-customer or per-period results come back to pandas.
+expression runs on another Ibis backend without being rewritten. Only
+per-customer or per-period results come back to pandas.
+
+Which backend runs an expression:
+
+* an expression over tables bound to a backend (``read_parquet``, a Spark
+  table) runs there;
+* an expression over in-memory tables only (pandas frames turned into Ibis
+  memtables by ``as_table``) runs on the *selected* engine: DuckDB unless
+  ``use("spark")`` was called, or the environment variable ``CLM_ENGINE`` is
+  ``spark`` (the report runner sets it for the notebook kernels).
+
+``CLM_SPARK_MASTER`` (default ``local[*]``; a cluster URL such as
+``spark://host:7077`` or ``yarn`` works too) and ``CLM_SPARK_DRIVER_MEMORY``
+configure the Spark session the ``spark`` engine starts. Spark is an optional
+extra (``pip install -e .[spark]``) and needs Java 17 or newer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import shutil
+from pathlib import Path
 
 import ibis
 import pandas as pd
 
+from .data import ClmError
+
+__all__ = ["ENGINES", "EngineError", "as_table", "execute", "use", "using", "current", "backend", "default_backend",
+           "spark_session", "read_parquet", "read_tables", "EVENT_TABLES", "environment"]
+
+#: The engines ``use`` accepts.
+ENGINES = ("duckdb", "spark")
+#: The event-level tables: the large ones, aggregated by the engine.
+EVENT_TABLES = ("transactions", "email_events", "product_events", "subscriptions")
+#: The Spark master used when none is given: every core of this machine.
+DEFAULT_SPARK_MASTER = "local[*]"
+
+
+class EngineError(ClmError, RuntimeError):
+    """The selected engine cannot be started (unknown name, pyspark or Java missing)."""
+
+
+_selected: dict = {"name": None, "backend": None}
+
 
 @functools.cache
 def default_backend():
-    """The process-wide embedded DuckDB connection (in memory, no server)."""
+    """The process-wide embedded DuckDB connection (in memory, no server); files are read through it."""
     return ibis.duckdb.connect()
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip().lower()
+    if name not in ENGINES:
+        raise EngineError(f"engine must be one of {list(ENGINES)}, got {name!r}")
+    return name
+
+
+def use(name: str = "duckdb", **options):
+    """Select the engine that runs expressions over in-memory tables, and return its Ibis backend.
+
+    ``use("duckdb")`` (default) is the embedded DuckDB. ``use("spark",
+    master="local[*]", session=None, **spark_options)`` runs them on Spark:
+    on ``session`` when given (an existing ``SparkSession``), else on one
+    started by ``spark_session(master, **spark_options)``.
+    """
+    name = _check_name(name)
+    if name == "duckdb":
+        if options:
+            raise EngineError(f"the duckdb engine takes no options, got {sorted(options)}")
+        con = default_backend()
+    else:
+        session = options.pop("session", None)
+        if session is None:
+            session = spark_session(**options)
+        elif options:
+            raise EngineError(f"give either a Spark session or options to start one, not both (got {sorted(options)})")
+        con = ibis.pyspark.connect(session)
+    _selected.update(name=name, backend=con)
+    return con
+
+
+@contextlib.contextmanager
+def using(name: str, **options):
+    """``with engine.using("spark", session=s): ...`` selects an engine for the block, then restores the previous one."""
+    before = dict(_selected)
+    try:
+        yield use(name, **options)
+    finally:
+        _selected.clear()
+        _selected.update(before)
+
+
+def current() -> str:
+    """The selected engine's name: set by ``use``, else ``$CLM_ENGINE``, else ``"duckdb"``."""
+    return _selected["name"] or _check_name(os.environ.get("CLM_ENGINE") or "duckdb")
+
+
+def backend():
+    """The selected engine's Ibis backend (started on first use from ``$CLM_ENGINE`` when ``use`` was not called)."""
+    if _selected["backend"] is None:
+        name = current()
+        use(name, **({"master": os.environ.get("CLM_SPARK_MASTER") or DEFAULT_SPARK_MASTER} if name == "spark" else {}))
+    return _selected["backend"]
+
+
+def environment(name: str = "duckdb", *, spark_master: str | None = None) -> dict[str, str]:
+    """The environment variables that select ``name`` in another process (a notebook kernel): ``{"CLM_ENGINE": ...}``.
+
+    The report runner adds them to the kernels' environment for ``engine:
+    spark`` / ``--engine spark``; ``spark_master`` (default ``local[*]``) is
+    passed as ``CLM_SPARK_MASTER``. Checks the name, and for Spark that
+    pyspark can be imported, so a run fails before any notebook starts.
+    """
+    name = _check_name(name)
+    if name == "duckdb":
+        if spark_master:
+            raise EngineError(f"spark_master applies to the spark engine only, got engine 'duckdb' and spark_master {spark_master!r}")
+        return {"CLM_ENGINE": "duckdb"}
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise EngineError("the spark engine needs pyspark: pip install 'clm[spark]' (or pip install -e '.[spark]' in the source tree)") from exc
+    _java_or_fail()
+    return {"CLM_ENGINE": "spark", "CLM_SPARK_MASTER": spark_master or DEFAULT_SPARK_MASTER}
 
 
 def as_table(obj) -> ibis.Table:
@@ -30,9 +143,96 @@ def as_table(obj) -> ibis.Table:
 
 
 def execute(expr) -> pd.DataFrame:
-    """Run an Ibis expression on the backend its tables are bound to (DuckDB for in-memory tables)."""
+    """Run an Ibis expression on the backend its tables are bound to (the selected engine for in-memory tables)."""
     try:
-        backend = expr._find_backend(use_default=False)
+        bound = expr._find_backend(use_default=False)
     except Exception:  # memtables only: no bound backend
-        backend = None
-    return (backend or default_backend()).execute(expr)
+        bound = None
+    return (bound or backend()).execute(expr)
+
+
+def read_parquet(path, *, table_name: str | None = None) -> ibis.Table:
+    """An Ibis table over a Parquet file or folder, bound to the selected engine (the rows stay in the engine)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such Parquet file or folder")
+    return backend().read_parquet(str(path), table_name=table_name)
+
+
+def read_tables(folder, *, tables=EVENT_TABLES) -> dict[str, ibis.Table]:
+    """Ibis tables over ``folder/<table>.parquet`` for each of ``tables`` found there, bound to the selected engine.
+
+    For the functions that take Ibis tables (``clv.rfm_summary``,
+    ``clv.subscription_cohort_counts``, ``clv.repeat_transaction_tracking``):
+    the rows stay in the engine, only the per-customer result comes back. The
+    tables are read as they are: the contract's values are validated by
+    ``datasets.load`` (in pandas), not here; each function checks the
+    columns it needs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder of Parquet files")
+    found = {name: read_parquet(folder / f"{name}.parquet") for name in tables if (folder / f"{name}.parquet").exists()}
+    if not found:
+        raise FileNotFoundError(f"{folder}: none of {list(tables)} as <table>.parquet")
+    return found
+
+
+# ----------------------------------------------------------------------------- Spark
+
+
+def _java_or_fail() -> None:
+    """Spark runs in a JVM: fail with what to install when there is no ``java``."""
+    home = os.environ.get("JAVA_HOME")
+    if (home and (Path(home) / "bin" / "java").exists()) or shutil.which("java"):
+        return
+    raise EngineError("the spark engine needs Java 17 or newer and none was found (no java on PATH, JAVA_HOME unset); "
+                      "install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+
+
+def spark_session(master: str | None = None, *, app_name: str = "clm", shuffle_partitions: int | None = None,
+                  driver_memory: str | None = None, conf: dict | None = None):
+    """A Spark session for the suite: ``master`` (default ``$CLM_SPARK_MASTER``, else ``local[*]``), UI off, time zone UTC.
+
+    A local master listens on 127.0.0.1 only; Spark logs errors only.
+
+    ``shuffle_partitions`` defaults to 4 for a local master (Spark's 200 is
+    meant for clusters; a few thousand customers in 200 tasks is slow) and to
+    Spark's own default on a cluster. ``driver_memory`` (default
+    ``$CLM_SPARK_DRIVER_MEMORY``, else Spark's 1g) only applies when this call
+    starts the JVM. ``conf`` adds any other Spark setting. Returns the existing
+    session when one is running (Spark has one per process).
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise EngineError("the spark engine needs pyspark: pip install 'clm[spark]' (or pip install -e '.[spark]' in the source tree)") from exc
+    _java_or_fail()
+    master = master or os.environ.get("CLM_SPARK_MASTER") or DEFAULT_SPARK_MASTER
+    settings = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.log.level": "ERROR",  # Spark's warnings would land in the notebooks' outputs
+    }
+    if master.startswith("local"):
+        if shuffle_partitions is None:
+            shuffle_partitions = 4
+        # a local Spark serves this process only: listen on the loopback interface, not on the machine's address
+        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM this call starts, before any setting
+    if shuffle_partitions is not None:
+        settings["spark.sql.shuffle.partitions"] = str(int(shuffle_partitions))
+    driver_memory = driver_memory or os.environ.get("CLM_SPARK_DRIVER_MEMORY")
+    if driver_memory:
+        settings["spark.driver.memory"] = str(driver_memory)
+    settings.update({k: str(v) for k, v in (conf or {}).items()})
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.conf.set("spark.sql.session.timeZone", "UTC")  # also on a session that was already running
+    return session

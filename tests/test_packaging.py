@@ -20,7 +20,8 @@ def _requirement(text: str) -> tuple[str, str]:
 
 def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = dict(map(_requirement, project["dependencies"] + project["optional-dependencies"]["test"]))
+    extras = [req for reqs in project["optional-dependencies"].values() for req in reqs]
+    declared = dict(map(_requirement, project["dependencies"] + extras))
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     listed = {}
     for dep in env["dependencies"]:
