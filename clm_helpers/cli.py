@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--show-code", action="store_true", default=None, help="keep the code cells in the HTML")
     run.add_argument("--title", help="title of the run's index page")
     run.add_argument("--keep-runs", type=int, help="keep only the newest N runs")
+    run.add_argument("--engine", choices=["duckdb", "spark"], help="where event-level aggregations run (default: duckdb)")
+    run.add_argument("--spark-master", help="Spark master with --engine spark: local[*] (default) or a cluster URL")
     run.add_argument("--notebook-timeout", type=float, metavar="SECONDS",
                      help="stop a notebook (and its kernel) that runs longer than this and report it as timeout")
 
@@ -47,7 +49,7 @@ def _run(args) -> int:
     from . import report
 
     config = report.load_config(args.config) if args.config else report.RunConfig()
-    for key in ("dataset", "out", "notebooks_dir", "jobs", "show_code", "title", "keep_runs", "notebook_timeout"):
+    for key in ("dataset", "out", "notebooks_dir", "jobs", "show_code", "title", "keep_runs", "notebook_timeout", "engine", "spark_master"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.only:
@@ -62,6 +64,7 @@ def _run(args) -> int:
         config.notebooks_dir, config.out, parameters={"dataset": config.dataset, **config.parameters},
         per_notebook=config.per_notebook, only=config.only, jobs=config.jobs, show_code=config.show_code,
         title=config.title, keep_runs=config.keep_runs, notebook_timeout=config.notebook_timeout,
+        engine=config.engine, spark_master=config.spark_master,
     )
     print(f"run {result.run_id}: {len(result.notebooks) - len(result.failed)} of {len(result.notebooks)} notebooks ok -> {result.folder}")
     for nb in result.notebooks:

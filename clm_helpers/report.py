@@ -125,6 +125,7 @@ class RunResult:
     started: str = ""
     finished: str = ""
     notebooks: list[NotebookResult] = field(default_factory=list)
+    engine: dict = field(default_factory=lambda: {"engine": "duckdb"})
     interrupted: str | None = None  # why the run stopped before every notebook had finished
 
     @property
@@ -255,6 +256,8 @@ CONFIG_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "jobs": ((int,), "notebooks run at a time"),
     "keep_runs": ((int,), "keep only the newest N runs"),
     "notebook_timeout": ((int, float), "seconds a notebook may run before it is stopped and reported as timeout"),
+    "engine": ((str,), "where event-level aggregations run: duckdb (default) or spark"),
+    "spark_master": ((str,), "the Spark master with engine spark: local[*] (default) or a cluster URL"),
     "show_code": ((bool,), "keep code cells in the HTML"),
     "parameters": ((dict,), "parameters for every notebook that declares them (date window, ...)"),
     "notebooks": ((list, dict), "notebooks to run: a list of names, or names mapped to their own parameters"),
@@ -272,6 +275,8 @@ class RunConfig:
     jobs: int | None = None
     keep_runs: int | None = None
     notebook_timeout: float | None = None
+    engine: str = "duckdb"
+    spark_master: str | None = None
     show_code: bool = False
     parameters: dict = field(default_factory=dict)
     only: list[str] | None = None
@@ -403,9 +408,10 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
 _SIGNALS = {9: "SIGKILL (killed, e.g. by the out-of-memory killer)", 15: "SIGTERM", 6: "SIGABRT", 11: "SIGSEGV (crashed)"}
 
 
-def _worker(name: str, path: Path, parameters: dict, folder: Path, show_code: bool, title: str) -> None:
+def _worker(name: str, path: Path, parameters: dict, folder: Path, show_code: bool, title: str, env: dict) -> None:
     """One notebook in its own process group (with its kernel), its result written to ``.results/<name>.json``."""
     os.setpgrp()  # the runner can stop this notebook and its kernel together
+    os.environ.update(env)  # the kernel inherits it: the engine (CLM_ENGINE, CLM_SPARK_MASTER)
     try:
         result = _execute(name, path, parameters, folder, show_code=show_code, title=title)
     except BaseException as exc:  # rendering or reading failed: still a result, never a lost notebook
@@ -466,7 +472,7 @@ def _kill_group(process) -> None:
 
 
 def _execute_all(plan: dict, notebooks: dict, folder: Path, *, jobs: int, show_code: bool, title: str, progress,
-                 timeout: float | None = None) -> tuple[list, str | None]:
+                 timeout: float | None = None, env: dict | None = None) -> tuple[list, str | None]:
     """Run the planned notebooks, ``jobs`` at a time, each in its own worker process; stop one past ``timeout`` seconds.
 
     Processes, not threads: Papermill changes the working directory of the
@@ -494,7 +500,7 @@ def _execute_all(plan: dict, notebooks: dict, folder: Path, *, jobs: int, show_c
         while waiting or running:
             while waiting and len(running) < jobs:
                 name = waiting.pop(0)
-                process = context.Process(target=_worker, args=(name, notebooks[name], plan[name], folder, show_code, title),
+                process = context.Process(target=_worker, args=(name, notebooks[name], plan[name], folder, show_code, title, env or {}),
                                           name=f"clm-{name}", daemon=False)
                 process.start()
                 running[name] = (process, time.monotonic())
@@ -573,11 +579,14 @@ class _Progress:
 def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathLike = "reports", *,
         parameters: dict | None = None, per_notebook: dict | None = None, only: list[str] | None = None,
         jobs: int | None = None, show_code: bool = False, title: str = "clm report", keep_runs: int | None = None,
-        run_id: str | None = None, notebook_timeout: float | None = None) -> RunResult:
+        run_id: str | None = None, notebook_timeout: float | None = None, engine: str = "duckdb",
+        spark_master: str | None = None) -> RunResult:
     """Execute notebooks into a new run folder under ``out_root``; point ``latest`` at it if all succeeded.
 
     ``jobs`` notebooks run at a time, each in a fresh kernel (default: the
-    number of cores). ``notebook_timeout`` (seconds) stops a notebook that
+    number of cores). ``engine`` ("duckdb" or "spark", with ``spark_master``)
+    is where the notebooks' event-level aggregations run, checked (pyspark,
+    Java) before anything runs. ``notebook_timeout`` (seconds) stops a notebook that
     runs longer, with its kernel, and reports it as "timeout". ``keep_runs``
     deletes the oldest run folders beyond that number (never the one
     ``latest`` points to).
@@ -595,20 +604,24 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     if not notebooks:
         raise ParameterError(f"no notebooks (*.ipynb) in {notebooks_dir}")
     plan = plan_run(notebooks, only=only, shared=parameters, per_notebook=per_notebook)
+    from . import engine as engines
+
+    env = engines.environment(engine, spark_master=spark_master)
     out_root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out_root)
     run_id = run_id or _new_run_id(out_root)
     tmp = out_root / f".tmp-{run_id}"
     tmp.mkdir()
     (tmp / ".pid").write_text(str(os.getpid()))
-    result = RunResult(run_id=run_id, folder=out_root / run_id, parameters=parameters, title=title, started=_now())
+    result = RunResult(run_id=run_id, folder=out_root / run_id, parameters=parameters, title=title, started=_now(),
+                       engine={k.removeprefix("CLM_").lower(): v for k, v in env.items()})
     (tmp / ".plan.json").write_text(json.dumps({"run_id": run_id, "title": title, "started": result.started, "parameters": parameters,
                                                 "per_notebook": per_notebook or {}, "plan": plan, "show_code": show_code}, default=str))
     progress = _Progress(plan)
     with _interruptible():
         result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
                                                             show_code=show_code, title=title, progress=progress,
-                                                            timeout=notebook_timeout)
+                                                            timeout=notebook_timeout, env=env)
     progress.close()
     result.finished = _now()
     _finish_run(result, tmp, per_notebook=per_notebook)
@@ -706,8 +719,9 @@ def _write_run(result: RunResult, folder: Path, *, per_notebook) -> None:
         "status": result.status,
         "interrupted": result.interrupted,
         "parameters": result.parameters,
+        "engine": result.engine,
         "notebook_parameters": per_notebook or {},
-        "packages": package_versions().to_dict()["version"],
+        "packages": package_versions(_PACKAGES + (("pyspark",) if result.engine.get("engine") == "spark" else ())).to_dict()["version"],
         "notebooks": [{k: v for k, v in asdict(n).items() if k != "metrics"} for n in result.notebooks],
         "metrics": result.metrics,
     }
@@ -821,7 +835,8 @@ def render_glossary(title: str) -> str:
 def render_run_index(record: dict) -> str:
     """The run's index page: title, dataset and parameters, headline tiles, one row per notebook."""
     e = html.escape
-    params = "".join(f"<tr><th>{e(str(k))}</th><td>{e(json.dumps(v, default=str))}</td></tr>" for k, v in record["parameters"].items())
+    shown = {**record["parameters"], **{k: v for k, v in record.get("engine", {}).items()}}
+    params = "".join(f"<tr><th>{e(str(k))}</th><td>{e(json.dumps(v, default=str))}</td></tr>" for k, v in shown.items())
     rows = []
     for nb in record["notebooks"]:
         name = e(nb["notebook"])
@@ -940,7 +955,10 @@ def figures(obj, digits: int = 4, **to_string) -> str:
     return significant(obj, digits).to_string(float_format=fmt, **to_string)
 
 
-def package_versions(names=("clm", "pandas", "numpy", "scipy", "lifetimes", "ibis-framework", "duckdb", "papermill", "matplotlib")):
+_PACKAGES = ("clm", "pandas", "numpy", "scipy", "lifetimes", "ibis-framework", "duckdb", "papermill", "matplotlib")
+
+
+def package_versions(names=_PACKAGES):
     """Installed versions of the packages a report's numbers depend on (for the closing cell of every notebook)."""
     import platform
     from importlib import metadata

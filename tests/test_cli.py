@@ -289,3 +289,30 @@ def test_the_same_config_on_the_same_data_gives_the_same_headline_figures(tmp_pa
     assert first.ok and second.ok, [(n.notebook, n.error) for n in first.notebooks + second.notebooks if n.error]
     assert len(first.metrics) >= 8
     assert run_json(first.folder)["metrics"] == run_json(second.folder)["metrics"]
+
+
+def test_engine_reaches_the_kernels_and_run_json(tmp_path):
+    folder = notebooks_with(tmp_path / "nbs", b_engine=(
+        "import pandas as pd\n"
+        "from clm_helpers import clv, engine\n"
+        "tx = pd.DataFrame({'customer_id': ['a', 'a', 'b'], 'timestamp': pd.to_datetime(['2024-01-01', '2024-01-09', '2024-01-02']),"
+        " 'amount': [10.0, 20.0, 5.0]})\n"
+        "s = clv.rfm_summary(tx, observation_end='2024-01-31')\n"
+        "print(engine.current(), type(engine.backend()).__module__, s.loc['a', 'frequency'])"))
+    result = run(folder, tmp_path / "out", only=["b_engine"], engine="spark", spark_master="local[1]")
+    assert result.ok, result.notebooks[0].error
+    executed = nbformat.read(result.folder / "b_engine.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[-1]["text"].split() == ["spark", "ibis.backends.pyspark", "1.0"]
+    record = run_json(result.folder)
+    assert record["engine"] == {"engine": "spark", "spark_master": "local[1]"}
+    assert "pyspark" in record["packages"]
+
+
+def test_unknown_engine_or_spark_master_without_spark_fail_before_anything_runs(tmp_path):
+    from clm_helpers.engine import EngineError
+
+    with pytest.raises(EngineError, match="engine must be one of"):
+        run(FIXTURES, tmp_path, only=["a_ok"], engine="bigquery")
+    with pytest.raises(EngineError, match="spark_master applies to the spark engine only"):
+        run(FIXTURES, tmp_path, only=["a_ok"], spark_master="local[2]")
+    assert not list(tmp_path.iterdir())
