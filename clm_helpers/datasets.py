@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import data
-from .data import TABLES, SchemaError, check_references, validate_table, write_table
+from .data import TABLES, ClmError, SchemaError, check_references, validate_table, write_table
 
 __all__ = ["Dataset", "load", "from_frames", "generate_sample", "data_dir", "CDNOW_PATH"]
 
@@ -41,9 +41,13 @@ _DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
 
 
 def _cdnow_path(name: str) -> Path:
-    import lifetimes.datasets  # the wheel ships the files next to this module
+    """A file the lifetimes wheel ships next to ``lifetimes.datasets``, found without importing lifetimes (slow: autograd, SciPy)."""
+    import importlib.util
 
-    return Path(lifetimes.datasets.__file__).parent / name
+    spec = importlib.util.find_spec("lifetimes")
+    if spec is None or not spec.submodule_search_locations:
+        raise ClmError("the CDNOW data ships with the lifetimes package, which is not installed (pip install lifetimes)")
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / name
 
 
 CDNOW_PATH = _cdnow_path("CDNOW_master.txt")
@@ -135,6 +139,9 @@ def load(source: str | os.PathLike = "sample", *, mapping: dict[str, dict[str, s
     ``{"transactions": {"order_value": "amount", "client": "customer_id"}}``.
     Raises ``SchemaError`` when a table breaks its contract.
     """
+    cached = _from_run_cache(source) if mapping is None else None
+    if cached is not None:
+        return cached
     if isinstance(source, str) and source == "sample":
         return load(ensure_sample(), mapping=mapping)
     if isinstance(source, str) and source == "cdnow":
@@ -159,6 +166,49 @@ def load(source: str | os.PathLike = "sample", *, mapping: dict[str, dict[str, s
     ds = from_frames(path.name, mapping=mapping, truth=truth, **frames)
     ds.notes[:0] = read_notes
     return ds
+
+
+# ----------------------------------------------------------------------------- the report run's validated copy
+
+#: Environment variable naming a folder written by ``write_run_cache``; set by the report runner for its kernels.
+RUN_CACHE_ENV = "CLM_DATASET_CACHE"
+
+
+def write_run_cache(source, folder: str | os.PathLike) -> Path:
+    """Load and validate ``source`` once, and write the validated tables to ``folder`` (Arrow IPC files) for a report run.
+
+    Every notebook of a run loads the same source; with ``CLM_DATASET_CACHE``
+    naming this folder, ``load(source)`` (same source, no mapping) reads the
+    validated tables back instead of reading and validating again. The copy
+    lives in the run's temporary folder and goes with it.
+    """
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = load(source)
+    for table, df in ds.tables().items():
+        feather.write_feather(pa.Table.from_pandas(df, preserve_index=False), folder / f"{table}.arrow", compression="uncompressed")
+    manifest = {"source": str(source), "name": ds.name, "notes": ds.notes, "truth": ds.truth, "tables": list(ds.tables())}
+    (folder / "manifest.json").write_text(json.dumps(manifest, default=str))
+    return folder
+
+
+def _from_run_cache(source) -> Dataset | None:
+    folder = os.environ.get(RUN_CACHE_ENV)
+    if not folder:
+        return None
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("source") != str(source):
+        return None
+    import pyarrow.feather as feather
+
+    tables = {t: feather.read_table(Path(folder) / f"{t}.arrow", memory_map=True).to_pandas() for t in manifest["tables"]}
+    return Dataset(name=manifest["name"], notes=list(manifest["notes"]), truth=manifest["truth"], **tables)
 
 
 def _table_file(folder: Path, table: str) -> Path | None:

@@ -617,6 +617,7 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
                        engine={k.removeprefix("CLM_").lower(): v for k, v in env.items()})
     (tmp / ".plan.json").write_text(json.dumps({"run_id": run_id, "title": title, "started": result.started, "parameters": parameters,
                                                 "per_notebook": per_notebook or {}, "plan": plan, "show_code": show_code}, default=str))
+    env = {**env, **_dataset_cache(parameters.get("dataset"), tmp / ".dataset")}
     progress = _Progress(plan)
     with _interruptible():
         result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
@@ -631,6 +632,24 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
         _prune(out_root, keep_runs)
     write_runs_index(out_root)
     return result
+
+
+def _dataset_cache(source, folder: Path) -> dict:
+    """Load and validate the run's dataset once for all its notebooks (``datasets.write_run_cache``); {} if it cannot be.
+
+    A source that fails validation is not cached: each notebook then reports
+    the validation error itself, as it would without the cache.
+    """
+    if not source:
+        return {}
+    from . import datasets
+
+    try:
+        datasets.write_run_cache(source, folder)
+    except (ClmError, OSError):
+        shutil.rmtree(folder, ignore_errors=True)
+        return {}
+    return {datasets.RUN_CACHE_ENV: str(folder)}
 
 
 class _interruptible:
@@ -660,7 +679,8 @@ def _finish_run(result: RunResult, tmp: Path, *, per_notebook) -> None:
     _write_run(result, tmp, per_notebook=per_notebook)
     for leftover in (".pid", ".plan.json"):
         (tmp / leftover).unlink(missing_ok=True)
-    shutil.rmtree(tmp / ".results", ignore_errors=True)
+    for scratch in (".results", ".dataset"):  # .dataset: the run's validated copy of the data, never published
+        shutil.rmtree(tmp / scratch, ignore_errors=True)
     os.replace(tmp, result.folder)
 
 

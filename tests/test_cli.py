@@ -316,3 +316,31 @@ def test_unknown_engine_or_spark_master_without_spark_fail_before_anything_runs(
     with pytest.raises(EngineError, match="spark_master applies to the spark engine only"):
         run(FIXTURES, tmp_path, only=["a_ok"], spark_master="local[2]")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_dataset_is_validated_once_per_run_and_its_copy_is_not_published(tmp_path, monkeypatch):
+    from clm_helpers import datasets
+
+    calls = []
+    real = datasets.write_run_cache
+    monkeypatch.setattr(datasets, "write_run_cache", lambda source, folder: calls.append(source) or real(source, folder))
+    folder = notebooks_with(tmp_path / "nbs", b_cached=(
+        "import os\nfrom clm_helpers import datasets\n"
+        "ds = datasets.load(dataset)\n"
+        "print(os.environ.get('CLM_DATASET_CACHE', '').endswith('.dataset'), len(ds.transactions), ds.notes == datasets.load(dataset, mapping={}).notes)"))
+    result = run(folder, tmp_path / "out", parameters={"dataset": "cdnow"}, jobs=2)
+    assert result.ok, [n.error for n in result.notebooks]
+    assert calls == ["cdnow"]
+    executed = nbformat.read(result.folder / "b_cached.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[-1]["text"].split() == ["True", "69659", "True"]
+    assert not (result.folder / ".dataset").exists() and not list(result.folder.rglob("*.arrow"))
+
+
+def test_a_dataset_that_fails_validation_is_reported_by_each_notebook(tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "transactions.csv").write_text("customer_id,timestamp,amount\na,2024-01-01,ten\n")
+    folder = notebooks_with(tmp_path / "nbs", b_loads="from clm_helpers import datasets\ndatasets.load(dataset)")
+    result = run(folder, tmp_path / "out", parameters={"dataset": str(bad)}, only=["b_loads"])
+    assert result.notebooks[0].status == "failed"
+    assert result.notebooks[0].error.startswith("SchemaError: transactions.amount: 1 of 1 rows are not numbers")
