@@ -290,6 +290,26 @@ def _fail(table: str, column: str, df: pd.DataFrame, mask: pd.Series, what: str,
                           + (f"; {hint}" if hint else ""))
 
 
+def _strip(raw: pd.Series, *, lower: bool = False) -> pd.Series:
+    """``raw.astype("string").str.strip()`` (and ``.str.lower()``), vectorised through Arrow: at a million rows per table
+    the per-value Python calls of ``.str`` took most of the load. Whitespace is Unicode's White_Space, as in ``str.strip``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = raw.astype("string")
+    try:
+        arr = pa.array(text.to_numpy(dtype=object, na_value=None), type=pa.string())
+    except (pa.ArrowException, TypeError):  # not plain text after all: the slow path
+        out = text.str.strip()
+        return out.str.lower() if lower else out
+    clean = pc.utf8_trim_whitespace(arr)
+    if lower:
+        clean = pc.utf8_lower(clean)
+    if pc.all(pc.fill_null(pc.equal(arr, clean), True)).as_py():
+        return text  # nothing to change: keep the values as they are
+    return pd.Series(clean.to_pandas(), index=text.index, dtype="string")
+
+
 def _parse_ids(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
     if pd.api.types.is_float_dtype(raw):
         whole = raw.dropna()
@@ -297,7 +317,7 @@ def _parse_ids(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.
             _fail(table, col.name, df, raw.notna() & (raw != np.floor(raw)), "are not whole-number identifiers")
         out = raw.astype("Int64").astype("string")
     else:
-        out = raw.astype("string").str.strip()
+        out = _strip(raw)
         out = out.mask(out == "")
     if not col.nullable:
         _fail(table, col.name, df, out.isna(), "have no identifier (empty)")
@@ -314,7 +334,7 @@ def _parse_time(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd
     elif pd.api.types.is_datetime64_any_dtype(raw):
         out = raw
     else:
-        text = raw.astype("string").str.strip()
+        text = _strip(raw)
         text = text.mask(text == "")
         # values with and without a zone are parsed apart: in one call, pandas reads a naive value that
         # follows a zoned one in that value's offset (so the result would depend on the row order)
@@ -340,7 +360,7 @@ def _parse_number(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> 
     if pd.api.types.is_numeric_dtype(raw):
         out = raw.astype("float64")
     else:
-        text = raw.astype("string").str.strip()
+        text = _strip(raw)
         text = text.mask(text == "")
         out = pd.to_numeric(text, errors="coerce").astype("float64")
         _fail(table, col.name, df, text.notna() & out.isna(), "are not numbers",
@@ -356,12 +376,11 @@ def _parse_number(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> 
 
 
 def _parse_text(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.Series:
-    out = raw.astype("string")
-    if col.kind == "category":
-        out = out.str.strip().str.lower()
+    out = _strip(raw, lower=True) if col.kind == "category" else raw.astype("string")
     missing = out.isna()
     if not col.nullable:
-        _fail(table, col.name, df, missing | (out.str.strip() == "").fillna(False), "are empty")
+        stripped = out if col.kind == "category" else _strip(out)
+        _fail(table, col.name, df, missing | (stripped == "").fillna(False), "are empty")
     if col.allowed is not None:
         bad = ~missing & ~out.isin(col.allowed).fillna(False)
         if bad.any():
@@ -442,7 +461,7 @@ def _zone_note(table: str, col: Column, raw: pd.Series, n_rows: int) -> list[str
     """A note when a text time column mixes values with a zone or offset and values without (both are kept)."""
     if col.kind not in ("timestamp", "date") or pd.api.types.is_datetime64_any_dtype(raw):
         return []
-    text = raw.astype("string").str.strip()
+    text = _strip(raw)
     text = text[text.notna() & (text != "")]
     zoned = int(text.str.contains(_ZONED, regex=True).sum())
     naive = len(text) - zoned

@@ -120,7 +120,7 @@ def test_config_file_drives_a_run(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("titel: x\n", r"unknown key 'titel'; valid keys are \['dataset', 'jobs'"),
+        ("titel: x\n", r"unknown key 'titel'; valid keys are \['dataset', 'engine', 'jobs'"),
         ("jobs: two\n", r"jobs \(notebooks run at a time\) must be int, got 'two'"),
         ("jobs: 0\n", r"jobs must be at least 1, got 0"),
         ("show_code: 1\n", r"show_code \(keep code cells in the HTML\) must be bool, got 1"),
