@@ -157,6 +157,50 @@ def test_rfm_summary_holdout_and_errors(cdnow_tx):
         clv.rfm_summary(cdnow_tx, observation_end="1997-06-30", calibration_end="1997-09-30")
 
 
+def test_compress_summary_by_codes_equals_the_groupby():
+    rng = np.random.default_rng(5)
+    s = pd.DataFrame({"frequency": rng.integers(0, 4, 500).astype(float), "recency": rng.integers(0, 6, 500) / 7,
+                      "T": rng.integers(5, 9, 500) / 7, "weight": rng.random(500)})
+    reference = s.groupby(["frequency", "recency", "T"], sort=True, as_index=False)["weight"].sum()
+    pd.testing.assert_frame_equal(clv.compress_summary(s), reference, rtol=1e-12)
+    with_missing = s.assign(T=s["T"].where(s.index != 3))  # missing values: the groupby drops the row
+    pd.testing.assert_frame_equal(clv.compress_summary(with_missing),
+                                  with_missing.groupby(["frequency", "recency", "T"], as_index=False)["weight"].sum())
+
+
+def test_bgnbd_summed_likelihood_and_gradient(cdnow_cal):
+    """BG/NBD's per-distinct-value sums equal the weighted per-row eq. (6) and its gradient, and a numerical gradient."""
+    m = clv.BGNBD()
+    data = m._prepare(cdnow_cal)
+    for params in ([0.243, 4.414, 0.793, 2.426], [1.7, 0.3, 3.0, 0.6], [0.05, 40.0, 0.2, 12.0]):
+        params = np.array(params)
+        ll, g = m._loglik_grad(params, data)
+        total, grad = m._total_and_grad(params, data)
+        assert total == pytest.approx(float(np.dot(data["weight"], ll)), rel=1e-12)
+        np.testing.assert_allclose(grad, g @ data["weight"], rtol=1e-9)
+        f = lambda p: float(np.dot(data["weight"], m._loglik(p, data)))  # noqa: E731
+        numeric = [(f(params + h) - f(params - h)) / (2 * h[i]) for i, h in enumerate(np.eye(4) * 1e-6 * params)]
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-4)  # central differences of a sum of ~-10,000
+
+
+def test_large_fit_newton_polish_matches_plain_lbfgs(synthetic_tx):
+    """Above WARM_START_ROWS distinct rows: warm start on a subsample, then Newton steps with its Hessian; same estimate."""
+    tx, truth = synthetic_tx
+    s = clv.rfm_summary(tx, observation_end=truth["observation_end"], time_unit="D")
+    for name in ("bgnbd", "mbgnbd"):
+        plain = clv.fit_model(s, name)
+        assert plain.fit_info_["n_rows"] == 1655
+        # force the large-data path on this small summary: a 1,000-row subsample's Hessian is good enough for the
+        # Newton steps; a 300-row one is not, and L-BFGS-B then continues from where they stopped
+        for rows, newton in ((1000, True), (300, False)):
+            small = clv.MODELS[name]()
+            small.WARM_START_ROWS = rows
+            small.fit(s)
+            assert small.fit_info_["attempts"][0]["message"].startswith("Newton steps with the subsample's Hessian") == newton
+            np.testing.assert_allclose(small.params_.to_numpy(), plain.params_.to_numpy(), rtol=1e-6)
+            assert small.log_likelihood_ == pytest.approx(plain.log_likelihood_, rel=1e-9)
+
+
 def test_compress_summary_keeps_the_likelihood(cdnow_cal):
     c = clv.compress_summary(cdnow_cal)
     assert c["weight"].sum() == len(cdnow_cal) and len(c) < len(cdnow_cal) / 2
