@@ -100,6 +100,85 @@ def _day(value, what) -> pd.Timestamp:
     return ts.tz_localize(None).normalize() if ts.tzinfo else ts.normalize()
 
 
+def _per_customer_frame(transactions, obs: pd.Timestamp, cal: pd.Timestamp):
+    """``rfm_summary``'s per-customer aggregates for a pandas DataFrame, in numpy; None for inputs it leaves to Ibis.
+
+    The same definitions as the Ibis expression in ``rfm_summary``: the rows are
+    sorted once by (customer, day), the days are segments of that order and the
+    customers segments of the days. A frame already in pandas is not copied
+    into DuckDB and back. Taken only for naive datetime64 timestamps, numeric
+    amounts and no missing customer id, timestamp or amount; anything else
+    (tz-aware or text timestamps, missing values, Ibis tables) goes through
+    the Ibis expression.
+    """
+    if not isinstance(transactions, pd.DataFrame):
+        return None
+    ts, amount = transactions["timestamp"], transactions["amount"]
+    if (not pd.api.types.is_datetime64_dtype(ts.dtype) or not pd.api.types.is_numeric_dtype(amount.dtype)
+            or pd.api.types.is_bool_dtype(amount.dtype) or ts.isna().any() or amount.isna().any()):
+        return None
+    try:
+        codes, ids = pd.factorize(transactions["customer_id"], sort=True)
+    except TypeError:  # ids that cannot be ordered
+        return None
+    if len(codes) == 0 or (codes < 0).any():
+        return None
+    day = ts.to_numpy().astype("datetime64[D]").astype(np.int64)  # floor to the day, as CAST(... AS DATE)
+    amt = amount.to_numpy(dtype=float)
+    epoch = pd.Timestamp("1970-01-01")
+    obs_n, cal_n = (obs - epoch).days, (cal - epoch).days
+    keep = day <= obs_n
+    if not keep.all():
+        codes, day, amt = codes[keep], day[keep], amt[keep]
+    if len(day) == 0:
+        return None
+    d0 = int(day.min())
+    span = int(day.max()) - d0 + 1
+    key = codes.astype(np.int64) * span + (day - d0)
+    order = np.argsort(key, kind="stable")
+    key, amt = key[order], amt[order]
+    # one row per (customer, day). Amounts are summed with bincount, one after the other in row order as DuckDB
+    # does (np.add.reduceat associates differently): a refund that cancels a purchase must leave the same
+    # last-digit residue on both paths, or the customers that Gamma-Gamma keeps (monetary value > 0) would differ
+    new_day = np.concatenate(([True], key[1:] != key[:-1]))
+    starts = np.flatnonzero(new_day)
+    day_of_row = np.cumsum(new_day) - 1
+    purchase = amt >= 0
+    spend = np.bincount(day_of_row, np.where(purchase, amt, 0.0), len(starts))
+    refund = np.bincount(day_of_row, np.where(purchase, 0.0, amt), len(starts))
+    n_purchase_rows = np.add.reduceat(purchase.astype(np.int64), starts)
+    n_refund_rows = np.diff(np.append(starts, len(key))) - n_purchase_rows
+    k = key[starts]
+    cust, dn = k // span, k % span + d0
+    # one row per customer
+    cstarts = np.flatnonzero(np.concatenate(([True], cust[1:] != cust[:-1])))
+    owner = np.repeat(np.arange(len(cstarts)), np.diff(np.append(cstarts, len(cust))))
+    ic = dn <= cal_n
+    pc = (n_purchase_rows > 0) & ic
+    ph = (n_purchase_rows > 0) & ~ic
+    first_key = dn + np.where(pc, 0, 100_000_000)
+    first = np.minimum.reduceat(first_key, cstarts)
+    total = spend + refund
+
+    def seg(x):
+        return np.add.reduceat(x, cstarts) if x.dtype.kind in "iub" else np.bincount(owner, x, len(cstarts))
+
+    df = pd.DataFrame({
+        "first": first,
+        "last": np.maximum.reduceat(dn * pc, cstarts),
+        "n_days": seg(pc.astype(np.int64)),
+        "net": seg(np.where(ic, total, 0.0)) - seg(np.where(first_key == first[owner], total, 0.0)),
+        "h_days": seg(ph.astype(np.int64)),
+        "h_rows": seg(np.where(ic, 0, n_purchase_rows)),
+        "h_net": seg(np.where(ic, 0.0, total)),
+        "refund_rows": seg(n_refund_rows),
+        "refund_amount": seg(refund),
+        "refund_only_days": seg((n_purchase_rows == 0).astype(np.int64)),
+        "any_cal": seg(ic.astype(np.int64)),
+    }, index=pd.Index(ids.take(cust[cstarts]), name="customer_id"))
+    return df
+
+
 @ibis.udf.agg.builtin(name="min_by")
 def _min_by(arg: float, key: int) -> float:
     """The value of ``arg`` on the row with the smallest ``key`` (DuckDB and Spark SQL both have min_by)."""
@@ -110,7 +189,10 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
 
     transactions needs customer_id, timestamp, amount (the transactions
     contract; a pandas DataFrame or an Ibis table, so the event-level data never
-    has to fit in pandas). Timestamps are taken at day precision.
+    has to fit in pandas). Timestamps are taken at day precision. An Ibis table
+    is summarised by an Ibis expression (run where its data lives); a pandas
+    frame with naive datetime64 timestamps, in numpy (the same definitions,
+    without copying the frame into DuckDB and back).
 
     * ``frequency``: repeat purchase days, as in Fader, Hardie & Lee (2005):
       the number of distinct purchase days after the first one;
@@ -152,7 +234,10 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
     if cal > obs:
         raise ClvError(f"calibration_end ({cal.date()}) is after observation_end ({obs.date()})")
 
-    t = engine.as_table(transactions)
+    if isinstance(transactions, pd.DataFrame):
+        _require(transactions, ["customer_id", "timestamp", "amount"])
+    fast = _per_customer_frame(transactions, obs, cal)  # a pandas frame: numpy, without the trip through DuckDB
+    t = engine.as_table(transactions if fast is None else transactions.head(0))  # with fast, the expression is not run
     _require(t, ["customer_id", "timestamp", "amount"])
     t = t.select(customer_id=t.customer_id, day=t.timestamp.cast("timestamp").date(), amount=t.amount.cast("float64"))
     t = t.filter(t.day <= obs.date())
@@ -186,7 +271,7 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
         refund_only_days=d.count(where=d.n_purchase_rows == 0),
         any_cal=d.count(where=d.ic == 1),
     )
-    df = engine.execute(per_customer).set_index("customer_id")
+    df = fast if fast is not None else engine.execute(per_customer).set_index("customer_id")
     totals = df[["refund_rows", "refund_amount", "refund_only_days"]].sum()
     n_refund_only = int(((df["n_days"] == 0) & (df["any_cal"] > 0)).sum())
     df = df[df["n_days"] > 0].fillna(0.0).sort_index()
