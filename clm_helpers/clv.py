@@ -104,6 +104,85 @@ def _day(value, what) -> pd.Timestamp:
 _ROUNDING = 1e-9
 
 
+def _per_customer_frame(transactions, obs: pd.Timestamp, cal: pd.Timestamp):
+    """``rfm_summary``'s per-customer aggregates for a pandas DataFrame, in numpy; None for inputs it leaves to Ibis.
+
+    The same definitions as the Ibis expression in ``rfm_summary``: the rows are
+    sorted once by (customer, day), the days are segments of that order and the
+    customers segments of the days. A frame already in pandas is not copied
+    into DuckDB and back. Taken only for naive datetime64 timestamps, numeric
+    amounts and no missing customer id, timestamp or amount; anything else
+    (tz-aware or text timestamps, missing values, Ibis tables) goes through
+    the Ibis expression.
+    """
+    if not isinstance(transactions, pd.DataFrame):
+        return None
+    ts, amount = transactions["timestamp"], transactions["amount"]
+    if (not pd.api.types.is_datetime64_dtype(ts.dtype) or not pd.api.types.is_numeric_dtype(amount.dtype)
+            or pd.api.types.is_bool_dtype(amount.dtype) or ts.isna().any() or amount.isna().any()):
+        return None
+    try:
+        codes, ids = pd.factorize(transactions["customer_id"], sort=True)
+    except TypeError:  # ids that cannot be ordered
+        return None
+    if len(codes) == 0 or (codes < 0).any():
+        return None
+    day = ts.to_numpy().astype("datetime64[D]").astype(np.int64)  # floor to the day, as CAST(... AS DATE)
+    amt = amount.to_numpy(dtype=float)
+    epoch = pd.Timestamp("1970-01-01")
+    obs_n, cal_n = (obs - epoch).days, (cal - epoch).days
+    keep = day <= obs_n
+    if not keep.all():
+        codes, day, amt = codes[keep], day[keep], amt[keep]
+    if len(day) == 0:
+        return None
+    d0 = int(day.min())
+    span = int(day.max()) - d0 + 1
+    key = codes.astype(np.int64) * span + (day - d0)
+    order = np.argsort(key, kind="stable")
+    key, amt = key[order], amt[order]
+    # one row per (customer, day). Amounts are summed with bincount, one after the other in row order as DuckDB
+    # does (np.add.reduceat associates differently): a refund that cancels a purchase must leave the same
+    # last-digit residue on both paths, or the customers that Gamma-Gamma keeps (monetary value > 0) would differ
+    new_day = np.concatenate(([True], key[1:] != key[:-1]))
+    starts = np.flatnonzero(new_day)
+    day_of_row = np.cumsum(new_day) - 1
+    purchase = amt >= 0
+    spend = np.bincount(day_of_row, np.where(purchase, amt, 0.0), len(starts))
+    refund = np.bincount(day_of_row, np.where(purchase, 0.0, amt), len(starts))
+    n_purchase_rows = np.add.reduceat(purchase.astype(np.int64), starts)
+    n_refund_rows = np.diff(np.append(starts, len(key))) - n_purchase_rows
+    k = key[starts]
+    cust, dn = k // span, k % span + d0
+    # one row per customer
+    cstarts = np.flatnonzero(np.concatenate(([True], cust[1:] != cust[:-1])))
+    owner = np.repeat(np.arange(len(cstarts)), np.diff(np.append(cstarts, len(cust))))
+    ic = dn <= cal_n
+    pc = (n_purchase_rows > 0) & ic
+    ph = (n_purchase_rows > 0) & ~ic
+    first_key = dn + np.where(pc, 0, 100_000_000)
+    first = np.minimum.reduceat(first_key, cstarts)
+    total = spend + refund
+
+    def seg(x):
+        return np.add.reduceat(x, cstarts) if x.dtype.kind in "iub" else np.bincount(owner, x, len(cstarts))
+
+    df = pd.DataFrame({
+        "first": first,
+        "last": np.maximum.reduceat(dn * pc, cstarts),
+        "n_days": seg(pc.astype(np.int64)),
+        "net": seg(np.where(ic, total, 0.0)) - seg(np.where(first_key == first[owner], total, 0.0)),
+        "h_days": seg(ph.astype(np.int64)),
+        "h_rows": seg(np.where(ic, 0, n_purchase_rows)),
+        "h_net": seg(np.where(ic, 0.0, total)),
+        "refund_rows": seg(n_refund_rows),
+        "refund_amount": seg(refund),
+        "refund_only_days": seg((n_purchase_rows == 0).astype(np.int64)),
+        "any_cal": seg(ic.astype(np.int64)),
+    }, index=pd.Index(ids.take(cust[cstarts]), name="customer_id"))
+    return df
+
+
 @ibis.udf.agg.builtin(name="min_by")
 def _min_by(arg: float, key: int) -> float:
     """The value of ``arg`` on the row with the smallest ``key`` (DuckDB and Spark SQL both have min_by)."""
@@ -114,7 +193,11 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
 
     transactions needs customer_id, timestamp, amount (the transactions
     contract; a pandas DataFrame or an Ibis table, so the event-level data never
-    has to fit in pandas). Timestamps are taken at day precision.
+    has to fit in pandas). Timestamps are taken at day precision. An Ibis table
+    is summarised by an Ibis expression (run where its data lives); a pandas
+    frame with naive datetime64 timestamps, in numpy when the engine is DuckDB
+    (the same definitions, without copying the frame into DuckDB and back),
+    and by the expression on Spark when Spark is selected.
 
     * ``frequency``: repeat purchase days, as in Fader, Hardie & Lee (2005):
       the number of distinct purchase days after the first one;
@@ -144,7 +227,8 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
     only refunds adds no frequency); it is netted against the customer's
     repeat spend of the same period (every refund of the period except those on
     the first purchase day, which net against that day, not a repeat one),
-    and a monetary value is never negative (clipped at 0). ``summary.attrs``
+    and a monetary value is never negative (clipped at 0); one within 1e-9 of
+    0 (the rounding residue of refunds that cancel purchases) is 0. ``summary.attrs``
     reports what the rule touched: ``refund_rows``, ``refund_amount``,
     ``refund_only_days``, ``refund_only_customers`` (dropped: no purchase at
     all), ``clipped_monetary_value`` (customers clipped at 0).
@@ -156,7 +240,11 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
     if cal > obs:
         raise ClvError(f"calibration_end ({cal.date()}) is after observation_end ({obs.date()})")
 
-    t = engine.as_table(transactions)
+    if isinstance(transactions, pd.DataFrame):
+        _require(transactions, ["customer_id", "timestamp", "amount"])
+    # a pandas frame on the local engine: numpy, without the trip through DuckDB; with Spark selected, Spark does it
+    fast = _per_customer_frame(transactions, obs, cal) if engine.current() == "duckdb" else None
+    t = engine.as_table(transactions if fast is None else transactions.head(0))  # with fast, the expression is not run
     _require(t, ["customer_id", "timestamp", "amount"])
     t = t.select(customer_id=t.customer_id, day=t.timestamp.cast("timestamp").date(), amount=t.amount.cast("float64"))
     t = t.filter(t.day <= obs.date())
@@ -190,7 +278,7 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
         refund_only_days=d.count(where=d.n_purchase_rows == 0),
         any_cal=d.count(where=d.ic == 1),
     )
-    df = engine.execute(per_customer).set_index("customer_id")
+    df = fast if fast is not None else engine.execute(per_customer).set_index("customer_id")
     totals = df[["refund_rows", "refund_amount", "refund_only_days"]].sum()
     n_refund_only = int(((df["n_days"] == 0) & (df["any_cal"] > 0)).sum())
     df = df[df["n_days"] > 0].fillna(0.0).sort_index()
@@ -206,8 +294,9 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
         mv = np.where(out["frequency"] > 0, net / out["frequency"].where(out["frequency"] > 0, 1.0), 0.0)
     # sums of cents differ in the last bits with the engine's summation order: a repeat spend that refunds cancel
     # exactly can come out as -7e-15 on one engine and 0 on another; only a value below -1e-9 is a clipped one
+    # and a +7e-15 residue is 0 too: kept, it would pass Gamma-Gamma's "spend > 0" filter as a customer who spends nothing
     clipped = int((mv < -_ROUNDING).sum())
-    out["monetary_value"] = np.clip(mv, 0.0, None)
+    out["monetary_value"] = np.where(np.abs(mv) < _ROUNDING, 0.0, np.clip(mv, 0.0, None))
     if calibration_end is not None:
         hf = df["h_days"].astype(float)
         hnet = df["h_net"].astype(float)
@@ -215,7 +304,7 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
         hmv = np.where(hrows > 0, hnet / hrows.where(hrows > 0, 1.0), 0.0)
         clipped += int((hmv < -_ROUNDING).sum())
         out["frequency_holdout"] = hf
-        out["monetary_value_holdout"] = np.clip(hmv, 0.0, None)
+        out["monetary_value_holdout"] = np.where(np.abs(hmv) < _ROUNDING, 0.0, np.clip(hmv, 0.0, None))
         out["duration_holdout"] = float((obs - cal).days / unit)
     out.attrs.update(
         time_unit=time_unit,
@@ -240,8 +329,40 @@ def compress_summary(summary: pd.DataFrame, *, columns=("frequency", "recency", 
     columns = list(columns)
     _require(summary, columns, "summary")
     w = summary["weight"].astype(float) if "weight" in summary.columns else pd.Series(1.0, index=summary.index)
+    fast = _compress_by_codes(summary, columns, w.to_numpy())
+    if fast is not None:
+        return fast
     grouped = summary[columns].assign(weight=w.to_numpy()).groupby(columns, sort=True, as_index=False)["weight"].sum()
     return grouped.reset_index(drop=True)
+
+
+def _compress_by_codes(summary, columns, w):
+    """``compress_summary`` by integer codes: each column factorized (sorted), one int64 key per row, its distinct values.
+
+    The same table as the pandas groupby (rows in the same sorted order), at a
+    fraction of its time; None (use the groupby) when a column has missing
+    values or the key could overflow.
+    """
+    codes, uniques = [], []
+    for c in columns:
+        f, u = pd.factorize(summary[c].to_numpy(), sort=True)
+        if len(f) and f.min() < 0:
+            return None
+        codes.append(f)
+        uniques.append(u)
+    if len(summary) == 0 or math.prod(max(len(u), 1) for u in uniques) >= 2**62:
+        return None
+    key = codes[0].astype(np.int64)
+    for f, u in zip(codes[1:], uniques[1:]):
+        key = key * len(u) + f
+    ukey, inv = np.unique(key, return_inverse=True)
+    out = {}
+    for c, u in reversed(list(zip(columns, uniques))):
+        ukey, pos = np.divmod(ukey, len(u))
+        out[c] = u[pos]
+    df = pd.DataFrame({c: out[c] for c in columns})
+    df["weight"] = np.bincount(inv.ravel(), weights=w, minlength=len(df))
+    return df
 
 
 # ============================================================================ numerics
@@ -333,12 +454,17 @@ class _Model:
         """(per-row log-likelihood, per-row gradient w.r.t. the parameters, k x n), or None for numerical gradients."""
         return None
 
+    def _total_and_grad(self, params, data):
+        """(weighted total log-likelihood, its gradient w.r.t. the parameters) from the per-row ``_loglik_grad``."""
+        ll, g = self._loglik_grad(params, data)
+        w = data["weight"]  # products summed by numpy, not BLAS: np.dot's threads cost more than they save here
+        return float((w * ll).sum()), (g * w).sum(axis=1)
+
     def _nll_and_grad(self, logp, data, penalizer):
         params = np.exp(logp)
         with np.errstate(all="ignore"):
-            ll, g = self._loglik_grad(params, data)
-            total = float(np.dot(data["weight"], ll))
-            grad = (g @ data["weight"]) * params  # chain rule: d/dlog(theta) = theta d/dtheta
+            total, grad = self._total_and_grad(params, data)
+            grad = grad * params  # chain rule: d/dlog(theta) = theta d/dtheta
         wsum = data["weight"].sum()
         if not np.isfinite(total) or not np.all(np.isfinite(grad)):
             return 1e300, np.zeros_like(logp)
@@ -463,6 +589,10 @@ class _Model:
                 rs = optimize.minimize(sub_target, x0, **{**lbfgs, "options": {"maxiter": 500, "ftol": 1e-10, "gtol": 1e-6}})
                 if np.all(np.isfinite(rs.x)):
                     x0 = rs.x
+                    if analytic:
+                        polished = self._newton_polish(x0, sub, data, pen)
+                        if polished is not None:
+                            return polished
             r = optimize.minimize(target, x0, **lbfgs)
         except (FloatingPointError, ValueError, OverflowError) as exc:
             return {"x": np.asarray(x0, float), "fun": float("inf"), "converged": False, "message": f"{type(exc).__name__}: {exc}"}
@@ -476,6 +606,51 @@ class _Model:
         else:
             msg = f"{r.message} (non-finite likelihood)"
         return {"x": x, "fun": f, "converged": ok, "message": str(msg)}
+
+    def _newton_polish(self, x, sub, data, pen, *, max_steps: int = 12):
+        """Newton steps on all rows with the Hessian of the warm-start subsample; the result, or None to run L-BFGS-B.
+
+        The subsample's Hessian of the mean negative log-likelihood (forward
+        differences of the analytic gradient, on the subsample: cheap) is close
+        to that of all rows, so these steps converge fast, at one evaluation on
+        all rows each, where L-BFGS-B, which starts without curvature, takes
+        a dozen or more. Each step is halved until the objective does not
+        increase; the result is returned when the largest gradient component is
+        below 1e-9 (L-BFGS-B's gtol), else None (L-BFGS-B then starts from x).
+        """
+        k, eps = len(x), 1e-5
+        g_sub = self._nll_and_grad(x, sub, pen)[1]
+        h = np.empty((k, k))
+        for i in range(k):
+            e = np.zeros(k)
+            e[i] = eps
+            h[:, i] = (self._nll_and_grad(x + e, sub, pen)[1] - g_sub) / eps
+        h = (h + h.T) / 2
+        try:
+            np.linalg.cholesky(h)
+        except np.linalg.LinAlgError:
+            return None
+        f, g = self._nll_and_grad(x, data, pen)
+        for steps in range(max_steps + 1):
+            if f >= 1e299:
+                return None
+            gnorm = float(np.max(np.abs(g)))
+            if gnorm < 1e-9:
+                return {"x": x, "fun": f, "converged": True,
+                        "message": f"Newton steps with the subsample's Hessian: {steps} (max |gradient| {gnorm:.1e})"}
+            step, t = -np.linalg.solve(h, g), 1.0
+            while True:
+                x_new = x + t * step
+                if np.any(np.abs(x_new) > 25):
+                    return None
+                f_new, g_new = self._nll_and_grad(x_new, data, pen)
+                if f_new <= f + 1e-13 * max(1.0, abs(f)):
+                    break
+                t /= 2
+                if t < 1 / 16:
+                    return None
+            x, f, g = x_new, f_new, g_new
+        return None
 
     def _covariance(self, x, data):
         """Inverse Hessian of the total negative log-likelihood in log-parameter space (central differences)."""
@@ -555,8 +730,8 @@ def _factor(data, col):
     """
     key = "_u_" + col
     if key not in data:
-        u, inv = np.unique(data[col], return_inverse=True)
-        data[key] = (u, inv.ravel())
+        inv, u = pd.factorize(data[col], sort=True)  # np.unique's result, by hashing instead of sorting every row
+        data[key] = (u, inv)
     return data[key]
 
 
@@ -638,6 +813,60 @@ class BGNBD(_Continuous):
     def _loglik_grad(self, params, data):
         """Eq. (6) and its gradient: d/dr, d/dalpha, d/da, d/db, weighting each term by its share of the likelihood."""
         return self._bg_grad(params, data, modified=False)
+
+    def _total_and_grad(self, params, data):
+        """The weighted sum of eq. (6) of Fader, Hardie & Lee (2005) over the rows, and its gradient, in fewer passes.
+
+        Per row, log L = c(x) + t1 + log(1 + e^d) with
+        c(x) = ln G(r + x) - ln G(r) + r ln alpha - ln B(a, b),
+        t1 = ln B(a, b + x) - (r + x) ln(alpha + T) (eq. 6's first term) and
+        d = ln(a / (b + x - 1)) + (r + x) ln((alpha + T) / (alpha + t_x)), the
+        log-ratio of the second term to the first (d = -inf for x = 0). c + t1
+        depends on x or on T alone, so its sum (and gradient) is taken over
+        the distinct values with summed weights; only d and its share
+        p = e^d / (1 + e^d) (= 1 - P(alive), Fader, Hardie & Lee 2008, eq. 2)
+        are computed per row, for the rows with x > 0. Equals the weighted
+        sums of ``_loglik_grad`` (a test holds it).
+        """
+        r, alpha, a, b = params
+        c = data.get("_bg_sums")
+        if c is None:
+            xu, xi = _factor(data, "frequency")
+            _, ti = _factor(data, "recency")
+            Tu, Ti = _factor(data, "T")
+            w, x = data["weight"], data["frequency"]
+            pos = x > 0
+            c = data["_bg_sums"] = {
+                "wx": np.bincount(xi, w, len(xu)), "wT": np.bincount(Ti, w, len(Tu)),
+                "wxT": np.bincount(Ti, w * x, len(Tu)), "wsum": float(w.sum()),
+                "w": w[pos], "x": x[pos], "xi": xi[pos], "Ti": Ti[pos], "ti": ti[pos],
+            }
+        xu, Tu, tu = data["_u_frequency"][0], data["_u_T"][0], data["_u_recency"][0]
+        dg, wx, wT, wxT, wsum = special.digamma, c["wx"], c["wT"], c["wxT"], c["wsum"]
+        lT, ltx = np.log(alpha + Tu), np.log(alpha + tu)
+        # per row (x > 0)
+        delta = lT[c["Ti"]] - ltx[c["ti"]]
+        rx = r + c["x"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = (np.log(a) - np.log(b + xu - 1))[c["xi"]] + rx * delta
+        e = np.exp(-np.abs(d))
+        log1p_ed = np.maximum(d, 0.0) + np.log1p(e)
+        wp = c["w"] * np.where(d >= 0, 1.0, e) / (1.0 + e)
+        dinv = (1.0 / (alpha + Tu))[c["Ti"]] - (1.0 / (alpha + tu))[c["ti"]]
+        px = np.bincount(c["xi"], wp, len(xu))
+        total = (wsum * (r * np.log(alpha) - special.gammaln(r) - special.betaln(a, b))
+                 + (wx * (special.gammaln(r + xu) + special.betaln(a, b + xu))).sum()
+                 - ((r * wT + wxT) * lT).sum() + (c["w"] * log1p_ed).sum())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g_b_rows = np.where(px > 0, px / (b + xu - 1), 0.0).sum()
+        # products summed by numpy, not np.dot: BLAS threads cost more than they save on these vectors
+        grad = np.array([
+            wsum * (np.log(alpha) - dg(r)) + (wx * dg(r + xu)).sum() - (wT * lT).sum() + (wp * delta).sum(),
+            wsum * r / alpha - ((r * wT + wxT) / (alpha + Tu)).sum() + (wp * rx * dinv).sum(),
+            (wx * (dg(a + b) - dg(a + b + xu))).sum() + wp.sum() / a,
+            (wx * (dg(a + b) - dg(b) + dg(b + xu) - dg(a + b + xu))).sum() - g_b_rows,
+        ])
+        return float(total), grad
 
     def _bg_grad(self, params, data, *, modified):
         r, alpha, a, b = params
@@ -728,6 +957,7 @@ class MBGNBD(BGNBD):
     """
 
     name = "mbgnbd"
+    _total_and_grad = _Model._total_and_grad  # its own likelihood, summed row by row (not BG/NBD's eq. 6 sums)
 
     def _loglik(self, params, data):
         """Log-likelihood of Batislam et al. (2007), eq. (4), in log space."""

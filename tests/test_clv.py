@@ -146,6 +146,40 @@ def test_rfm_summary_by_hand_with_refunds():
     assert s2.loc["d", "monetary_value"] == 0.0 and s2.attrs["clipped_monetary_value"] == 1  # never negative
 
 
+def test_rfm_summary_pandas_path_equals_ibis_path(synthetic_tx):
+    """A pandas frame is summarised in numpy, an Ibis table by the Ibis expression: the two agree row for row."""
+    import ibis
+
+    tx, _ = synthetic_tx
+    rng = np.random.default_rng(3)
+    tx = tx.sample(frac=1.0, random_state=3).reset_index(drop=True)  # unsorted rows
+    refund = rng.random(len(tx)) < 0.05
+    tx.loc[refund, "amount"] = -tx.loc[refund, "amount"] / 2  # refunds, some on days without a purchase
+    for kw in ({"observation_end": "2025-03-31", "time_unit": "D"},
+               {"observation_end": "2025-01-31", "calibration_end": "2024-09-30", "time_unit": "W"}):
+        ours = clv.rfm_summary(tx, **kw)
+        via_ibis = clv.rfm_summary(ibis.memtable(tx), **kw)
+        assert list(ours.index) == list(via_ibis.index) and list(ours.columns) == list(via_ibis.columns)
+        for col in ours.columns:
+            np.testing.assert_allclose(ours[col].to_numpy(), via_ibis[col].to_numpy(), rtol=1e-10, atol=1e-9, err_msg=col)
+        assert ours.attrs.keys() == via_ibis.attrs.keys()
+        for k, v in ours.attrs.items():
+            assert v == (pytest.approx(via_ibis.attrs[k], rel=1e-10) if isinstance(v, float) else via_ibis.attrs[k]), k
+        in_period = (tx["timestamp"] < pd.Timestamp(kw["observation_end"]) + pd.Timedelta(days=1)).to_numpy()
+        assert ours.attrs["refund_rows"] == int((refund & in_period).sum()) > 0
+
+
+def test_rfm_summary_inputs_left_to_ibis_give_the_same_summary():
+    """tz-aware timestamps go through the Ibis expression (taken as UTC days); the by-hand answer holds on both paths."""
+    tx = pd.DataFrame({"customer_id": ["a", "a", "a", "b"],
+                       "timestamp": pd.to_datetime(["2024-01-01 09:00", "2024-01-01 18:00", "2024-01-08 00:00", "2024-01-03 00:00"]),
+                       "amount": [10.0, 5.0, 20.0, 8.0]})
+    naive = clv.rfm_summary(tx, observation_end="2024-01-29", time_unit="D")
+    aware = clv.rfm_summary(tx.assign(timestamp=tx["timestamp"].dt.tz_localize("UTC")), observation_end="2024-01-29", time_unit="D")
+    assert naive.loc["a"].tolist() == [1.0, 7.0, 28.0, 20.0] and naive.loc["b"].tolist() == [0.0, 0.0, 26.0, 0.0]
+    pd.testing.assert_frame_equal(naive, aware)
+
+
 def test_rfm_summary_holdout_and_errors(cdnow_tx):
     s = clv.rfm_summary(cdnow_tx, observation_end="1998-06-30", calibration_end="1997-09-30", time_unit="W")
     assert (s["duration_holdout"] == 39.0).all()
@@ -155,6 +189,50 @@ def test_rfm_summary_holdout_and_errors(cdnow_tx):
         clv.rfm_summary(cdnow_tx.drop(columns="amount"), observation_end="1998-06-30")
     with pytest.raises(clv.ClvError, match="calibration_end .* is after observation_end"):
         clv.rfm_summary(cdnow_tx, observation_end="1997-06-30", calibration_end="1997-09-30")
+
+
+def test_compress_summary_by_codes_equals_the_groupby():
+    rng = np.random.default_rng(5)
+    s = pd.DataFrame({"frequency": rng.integers(0, 4, 500).astype(float), "recency": rng.integers(0, 6, 500) / 7,
+                      "T": rng.integers(5, 9, 500) / 7, "weight": rng.random(500)})
+    reference = s.groupby(["frequency", "recency", "T"], sort=True, as_index=False)["weight"].sum()
+    pd.testing.assert_frame_equal(clv.compress_summary(s), reference, rtol=1e-12)
+    with_missing = s.assign(T=s["T"].where(s.index != 3))  # missing values: the groupby drops the row
+    pd.testing.assert_frame_equal(clv.compress_summary(with_missing),
+                                  with_missing.groupby(["frequency", "recency", "T"], as_index=False)["weight"].sum())
+
+
+def test_bgnbd_summed_likelihood_and_gradient(cdnow_cal):
+    """BG/NBD's per-distinct-value sums equal the weighted per-row eq. (6) and its gradient, and a numerical gradient."""
+    m = clv.BGNBD()
+    data = m._prepare(cdnow_cal)
+    for params in ([0.243, 4.414, 0.793, 2.426], [1.7, 0.3, 3.0, 0.6], [0.05, 40.0, 0.2, 12.0]):
+        params = np.array(params)
+        ll, g = m._loglik_grad(params, data)
+        total, grad = m._total_and_grad(params, data)
+        assert total == pytest.approx(float(np.dot(data["weight"], ll)), rel=1e-12)
+        np.testing.assert_allclose(grad, g @ data["weight"], rtol=1e-9)
+        f = lambda p: float(np.dot(data["weight"], m._loglik(p, data)))  # noqa: E731
+        numeric = [(f(params + h) - f(params - h)) / (2 * h[i]) for i, h in enumerate(np.eye(4) * 1e-6 * params)]
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-4)  # central differences of a sum of ~-10,000
+
+
+def test_large_fit_newton_polish_matches_plain_lbfgs(synthetic_tx):
+    """Above WARM_START_ROWS distinct rows: warm start on a subsample, then Newton steps with its Hessian; same estimate."""
+    tx, truth = synthetic_tx
+    s = clv.rfm_summary(tx, observation_end=truth["observation_end"], time_unit="D")
+    for name in ("bgnbd", "mbgnbd"):
+        plain = clv.fit_model(s, name)
+        assert plain.fit_info_["n_rows"] == 1655
+        # force the large-data path on this small summary: a 1,000-row subsample's Hessian is good enough for the
+        # Newton steps; a 300-row one is not, and L-BFGS-B then continues from where they stopped
+        for rows, newton in ((1000, True), (300, False)):
+            small = clv.MODELS[name]()
+            small.WARM_START_ROWS = rows
+            small.fit(s)
+            assert small.fit_info_["attempts"][0]["message"].startswith("Newton steps with the subsample's Hessian") == newton
+            np.testing.assert_allclose(small.params_.to_numpy(), plain.params_.to_numpy(), rtol=1e-6)
+            assert small.log_likelihood_ == pytest.approx(plain.log_likelihood_, rel=1e-9)
 
 
 def test_compress_summary_keeps_the_likelihood(cdnow_cal):
