@@ -1356,7 +1356,28 @@ def fit_model(summary: pd.DataFrame, model: str, **options) -> _Model:
         raise ClvError(f"summary must be a pandas DataFrame (from rfm_summary), got {type(summary).__name__}")
     if len(summary) == 0:
         raise NotIdentifiedError(f"{model}: the summary has no customer")
-    return MODELS[model](**options).fit(summary)
+    fitted = MODELS[model](**options).fit(summary)
+    if model in ("bgnbd", "pareto_nbd", "mbgnbd"):
+        _check_predictions_finite(fitted, summary)
+    return fitted
+
+
+def _check_predictions_finite(model, summary: pd.DataFrame) -> None:
+    """A fit whose estimate sits where the model's predictions overflow (MBG/NBD with a, b ~ 1e5..1e8) is a FitError, not NaNs."""
+    arrays = _continuous_columns(model, summary)
+    uniq, _ = _distinct(arrays)
+    if len(uniq[0]) > 2000:  # overflow comes with the extremes: check the 1,000 lowest and highest frequencies (cheap at 1M)
+        order = np.argsort(uniq[0], kind="stable")
+        pick = np.concatenate([order[:1000], order[-1000:]])
+        uniq = [u[pick] for u in uniq]
+    with np.errstate(all="ignore"):
+        values = np.concatenate([np.ravel(model.probability_alive(*uniq)),
+                                 np.ravel(model.expected_purchases(float(np.max(uniq[-1])), *uniq))])
+    bad = ~np.isfinite(values)
+    if bad.any():
+        params = ", ".join(f"{k}={v:.4g}" for k, v in model.params_.items())
+        raise FitError(f"{model.name}: the estimate is at a boundary ({params}) where its predictions are not finite; "
+                       "use another model (bgnbd, pareto_nbd)")
 
 
 def fit_sbg(active_counts, **options) -> SBG:
@@ -1543,7 +1564,13 @@ def predict_customers(model, summary: pd.DataFrame, *, horizon: float, interval:
     arrays = _continuous_columns(model, summary)
     uniq, inv = _distinct(arrays)
     point_alive = model.probability_alive(*uniq)
-    point_exp = model.expected_purchases(horizon, *uniq)
+    with np.errstate(all="ignore"):
+        point_exp = model.expected_purchases(horizon, *uniq)
+    bad = ~(np.isfinite(point_alive) & np.isfinite(point_exp))
+    if bad.any():  # e.g. MBG/NBD at a boundary (a, b ~ 1e5..1e8): the hypergeometric term overflows
+        params = ", ".join(f"{k}={v:.4g}" for k, v in model.params_.items())
+        raise FitError(f"{model.name}: the estimate is at a boundary ({params}) where its predictions are not finite for "
+                       f"{int(bad.sum()):,} of {len(bad):,} distinct customer histories; use another model (bgnbd, pareto_nbd)")
     da = de = None
     if interval:
         draws = model.param_draws(n_draws, seed=seed)

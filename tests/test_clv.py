@@ -485,3 +485,18 @@ def test_subscription_cohort_counts_by_hand():
 def test_sbg_counts_must_not_increase():
     with pytest.raises(clv.ClvError, match="non-increasing"):
         clv.fit_sbg([100, 80, 90])
+
+
+def test_a_boundary_estimate_whose_predictions_overflow_is_a_fit_error_not_nan():
+    # 20 of 200 customers with 400 purchases: MBG/NBD runs to a ~ 8e5, b ~ 3e8, where its hypergeometric term overflows
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(200):
+        n = 1 + (400 if i < 20 else rng.poisson(2))
+        days = sorted(rng.choice(700, size=min(n, 700), replace=False))
+        rows += [(f"C{i}", pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(d)), float(rng.gamma(2, 10))) for d in days]
+    summary = clv.rfm_summary(pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"]), observation_end="2024-12-31")
+    with pytest.raises(clv.FitError, match=r"mbgnbd: the estimate is at a boundary \(r=.*a=.*e\+05.*predictions are not finite"):
+        clv.fit_model(summary, "mbgnbd")
+    bgnbd = clv.fit_model(summary, "bgnbd")  # the same data, another model: finite
+    assert np.isfinite(clv.predict_customers(bgnbd, summary, horizon=365, interval=None).to_numpy()).all()
