@@ -1293,10 +1293,51 @@ class SBG(_Model):
         lost = c[:-1] - c[1:]
         return np.array([float(np.dot(lost, lp) + c[-1] * ls)])
 
+    #: alpha + beta of the boundary estimate reported when churn looks homogeneous (the sBG's geometric limit).
+    BOUNDARY_SCALE = 1e8
+
     def fit(self, counts):
-        super().fit(counts)
-        self.n_customers_ = float(np.asarray(counts, float)[0])
-        self.active_ = np.asarray(counts, float)
+        """Maximum likelihood as ``_Model.fit``; at the geometric boundary, the boundary estimate, said as such.
+
+        When every customer seems to share one churn probability, the
+        likelihood keeps rising as alpha and beta grow with alpha / (alpha +
+        beta) fixed, and no finite optimum exists (young cohorts often look
+        like this). Then the estimate is that limit: the geometric model's
+        churn p = churners / customer-periods at risk, reported as alpha =
+        p x 1e8, beta = (1 - p) x 1e8, ``fit_info_["converged"]`` False,
+        ``boundary`` ["alpha", "beta"] and a note; survival, retention and DERL
+        are then the geometric model's.
+        """
+        c = np.asarray(counts, float)
+        try:
+            super().fit(counts)
+        except FitError as exc:
+            data = self._prepare(counts)
+            lost, exposure = c[0] - c[-1], c[:-1].sum()
+            p = lost / exposure
+            k = self.BOUNDARY_SCALE
+            limit = np.array([p * k, (1 - p) * k])
+            ll_limit = float(self._loglik(limit, data)[0])
+            grid = [np.array([a, b]) for a in (0.1, 0.5, 1, 2, 5, 20, 100) for b in (0.5, 1, 5, 20, 100, 1000)]
+            with np.errstate(all="ignore"):
+                ll_inside = max(float(self._loglik(g, data)[0]) for g in grid)
+            if not ll_limit >= ll_inside - 1e-9:
+                raise exc
+            self.params_ = pd.Series(limit, index=list(self.param_names), name=self.name)
+            self.log_likelihood_ = ll_limit
+            self.aic_ = 2 * len(self.param_names) - 2 * ll_limit
+            self.bic_ = len(self.param_names) * math.log(max(c[0], 1)) - 2 * ll_limit
+            self.cov_ = np.full((2, 2), np.nan)
+            self.fit_info_ = {
+                "converged": False, "method": "geometric limit", "restarts": 0, "penalizer": 0.0, "attempts": [],
+                "n_rows": 1, "n_customers": float(c[0]), "boundary": ["alpha", "beta"],
+                "notes": [f"boundary estimate: churn looks the same for every customer (likelihood rises as alpha, beta -> infinity), "
+                          f"so the sBG reduces to a geometric model with churn {p:.4f} per period ({lost:,.0f} churners in "
+                          f"{exposure:,.0f} customer-periods); only the ratio alpha / (alpha + beta) is identified"],
+                "seconds": 0.0,
+            }
+        self.n_customers_ = float(c[0])
+        self.active_ = c
         return self
 
     def survival(self, t, params=None):
@@ -1321,6 +1362,9 @@ class SBG(_Model):
         """
         al, be = self._p(params)
         n = renewals + 1
+        if al + be >= self.BOUNDARY_SCALE / 10:  # the geometric limit (hyp2f1 overflows there): sum of ((1-p)/(1+d))^k
+            keep = be / (al + be)
+            return keep / (1.0 - keep / (1.0 + discount_rate))
         return (be + n - 1) / (al + be + n - 1) * special.hyp2f1(1.0, be + n, al + be + n, 1.0 / (1.0 + discount_rate))
 
 

@@ -500,3 +500,13 @@ def test_a_boundary_estimate_whose_predictions_overflow_is_a_fit_error_not_nan()
         clv.fit_model(summary, "mbgnbd")
     bgnbd = clv.fit_model(summary, "bgnbd")  # the same data, another model: finite
     assert np.isfinite(clv.predict_customers(bgnbd, summary, horizon=365, interval=None).to_numpy()).all()
+
+
+def test_sbg_with_homogeneous_churn_reports_the_geometric_boundary_estimate():
+    # every customer churns with probability 0.1 each period: the likelihood rises without end as alpha, beta grow
+    model = clv.fit_sbg([1000 * 0.9**t for t in range(7)])
+    assert model.fit_info_["converged"] is False and model.fit_info_["boundary"] == ["alpha", "beta"]
+    assert model.params_["alpha"] / model.params_.sum() == pytest.approx(0.1)
+    assert "boundary estimate" in model.fit_info_["notes"][0] and "churn 0.1000 per period" in model.fit_info_["notes"][0]
+    assert float(model.survival(12)) == pytest.approx(0.9**12, rel=1e-6)
+    assert float(model.derl(0.1)) == pytest.approx(0.9 / (1 - 0.9 / 1.1))  # geometric DERL, finite
