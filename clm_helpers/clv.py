@@ -1408,8 +1408,7 @@ def fit_model(summary: pd.DataFrame, model: str, **options) -> _Model:
 
 def _check_predictions_finite(model, summary: pd.DataFrame) -> None:
     """A fit whose estimate sits where the model's predictions overflow (MBG/NBD with a, b ~ 1e5..1e8) is a FitError, not NaNs."""
-    arrays = _continuous_columns(model, summary)
-    uniq, _ = _distinct(arrays)
+    uniq = _continuous_columns(model, summary)
     if len(uniq[0]) > 2000:  # overflow comes with the extremes: check the 1,000 lowest and highest frequencies (cheap at 1M)
         order = np.argsort(uniq[0], kind="stable")
         pick = np.concatenate([order[:1000], order[-1000:]])
