@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from clm_helpers import acquisition, clv, data, datasets, engagement, engine, lifecycle, onboarding, retention, survey
+from clm_helpers import acquisition, clv, data, datasets, engagement, engine, lifecycle, onboarding, retention, segmentation, survey
 from clm_helpers.data import SchemaError
 
 END = "2024-12-31"
@@ -45,6 +45,9 @@ def _cac(ds):
 
 # name -> the call, on a Dataset; each runs its Ibis expressions on the selected engine
 CASES = {
+    "segmentation.rfm_values": lambda ds: segmentation.rfm_values(ds.transactions, observation_end=END),
+    "segmentation.rfm_values last 365 days, distinct days, mean": lambda ds: segmentation.rfm_values(
+        ds.transactions, observation_end=END, window_days=365, frequency="days", monetary="mean"),
     "clv.rfm_summary": lambda ds: clv.rfm_summary(ds.transactions, observation_end=END),
     "clv.rfm_summary calibration/holdout": lambda ds: clv.rfm_summary(ds.transactions, observation_end=END, calibration_end=CAL),
     "clv.rfm_summary weeks": lambda ds: clv.rfm_summary(ds.transactions, observation_end=END, calibration_end=CAL, time_unit="W"),
@@ -176,7 +179,7 @@ def test_the_cases_cover_every_function_that_executes_an_ibis_expression():
                "retention._streaks", "onboarding._known_events", "acquisition._acquisition_days", "acquisition._margin_by_month",
                "acquisition._buyers", "onboarding._mem", "acquisition._mem"}
     found = set()
-    for module in (acquisition, clv, data, e, l, o, r, survey):
+    for module in (acquisition, clv, data, e, l, o, r, segmentation, survey):
         short = module.__name__.rsplit(".", 1)[1]
         for fname, fn in inspect.getmembers(module, inspect.isfunction):
             if fn.__module__ == module.__name__ and re.search(r"\b(execute|as_table|_mem)\(", inspect.getsource(fn)):
