@@ -269,7 +269,8 @@ def headline_sentences(table: pd.DataFrame) -> list[str]:
         if word:
             points = " points" if r["unit"] in ("%", "points") else ""
             sign = "+" if r["change"] >= 0 else "-"
-            text += (f", against {_format(r['previous'], r['unit'])}{unit} {r['previous_window']} "
+            when = r["previous_window"] if r["previous_window"].startswith(("at ", "the ")) else f"in {r['previous_window']}"
+            text += (f", against {_format(r['previous'], r['unit'])}{unit} {when} "
                      f"({sign}{_format(abs(r['change']), r['unit'])}{points}: {word})")
         lines.append(text + ".")
     return lines

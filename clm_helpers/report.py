@@ -340,6 +340,49 @@ def _read_results(executed) -> tuple[dict, str | None]:
     return metrics, failed_cell
 
 
+#: What report outputs may contain: text structure, tables, links. No scripts, styles, event handlers, forms or frames.
+_SAFE_TAGS = frozenset({
+    "a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "details", "div", "dl", "dt",
+    "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "li", "ol", "p", "pre", "s", "small", "span", "strong", "sub",
+    "summary", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
+})
+_SAFE_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "th": ["colspan", "rowspan"], "td": ["colspan", "rowspan"]}
+_DROPPED_MIMETYPES = ("application/javascript", "text/javascript", "image/svg+xml", "application/vnd.jupyter.widget-view+json")
+
+
+def _clean_html(text: str) -> str:
+    """HTML reduced to ``_SAFE_TAGS`` (others removed, their text kept and escaped); style and script bodies dropped."""
+    import re
+
+    import bleach
+
+    text = re.sub(r"<(style|script)\b.*?</\1\s*>", "", text, flags=re.IGNORECASE | re.DOTALL)
+    return bleach.clean(text, tags=_SAFE_TAGS, attributes=_SAFE_ATTRIBUTES, protocols=["http", "https", "mailto"], strip=True)
+
+
+def _sanitize_outputs(executed) -> None:
+    """Make every output of an executed notebook safe to open in a browser, in place.
+
+    Markdown outputs (``display(Markdown(...))``, which carry data values) are
+    rendered to HTML here and cleaned; HTML outputs (tables) are cleaned;
+    scripts, SVG and widget outputs are dropped. Markdown *cells* are the
+    notebook's own text and are rendered as written.
+    """
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+    for cell in executed.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if not data:
+                continue
+            for mime in _DROPPED_MIMETYPES:
+                data.pop(mime, None)
+            if "text/markdown" in data:
+                data["text/html"] = _clean_html(markdown2html_mistune(data.pop("text/markdown")))
+            elif "text/html" in data:
+                data["text/html"] = _clean_html(data["text/html"] if isinstance(data["text/html"], str) else "".join(data["text/html"]))
+
+
 def _running_cell(executed, *, last_started: bool = False) -> str | None:
     """The source of the cell papermill marked as running when the notebook stopped.
 
@@ -363,10 +406,12 @@ def _to_html(executed, path: Path, *, show_code: bool, title: str) -> None:
         exclude_input_prompt=True,
         exclude_output_prompt=True,
         embed_images=True,
-        # User-supplied text (survey comments, campaign names) reaches outputs: nbconvert's
-        # sanitizer strips scripts and event handlers from HTML and Markdown outputs.
-        sanitize_html=True,
+        # User-supplied text (survey comments, campaign names) reaches outputs, so every HTML and Markdown
+        # output is cleaned by _sanitize_outputs below. nbconvert's own sanitizer is off: its allowlist has no
+        # p, h1-h6, th or thead, so every report showed its headings and tables as literal tags.
+        sanitize_html=False,
     )
+    _sanitize_outputs(executed)
     executed.metadata["title"] = title
     body, _ = exporter.from_notebook_node(executed)
     path.write_text(body, encoding="utf-8")

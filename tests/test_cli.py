@@ -344,3 +344,27 @@ def test_a_dataset_that_fails_validation_is_reported_by_each_notebook(tmp_path):
     result = run(folder, tmp_path / "out", parameters={"dataset": str(bad)}, only=["b_loads"])
     assert result.notebooks[0].status == "failed"
     assert result.notebooks[0].error.startswith("SchemaError: transactions.amount: 1 of 1 rows are not numbers")
+
+
+def test_report_pages_render_headings_and_tables_and_clean_what_data_brings(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('dataset = "sample"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_markdown_cell("## A heading\nA paragraph with **bold** text."),
+        nbformat.v4.new_code_cell(
+            "import pandas as pd\nfrom IPython.display import Markdown, display\n"
+            "display(Markdown('### Computed\\n\\nChannel **<img src=x onerror=alert(1)>** <script>alert(2)</script> done.'))\n"
+            "display(pd.DataFrame({'channel': ['<b>x</b>'], 'n': [3]}))"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "page.ipynb")
+    result = run(folder, tmp_path / "out")
+    assert result.ok, result.notebooks[0].error
+    page = (result.folder / "page.html").read_text()
+    assert "&lt;h2" not in page and "&lt;p&gt;" not in page and "&lt;th" not in page  # structure renders, not shown as text
+    assert '<h2 id="A-heading">' in page and '<h3 id="Computed">Computed' in page and "<th>channel</th>" in page
+    assert "Channel <strong></strong>  done." in page
+    assert "onerror" not in page and "alert(2)" not in page and "<img src=\"x\"" not in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page  # a value in a table stays text

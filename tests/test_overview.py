@@ -64,7 +64,7 @@ def test_verdict_follows_the_good_direction():
 def test_sentences_state_both_windows_and_the_verdict(table):
     lines = overview.headline_sentences(table)
     cac = lines[table.index[table["metric"] == "cac"][0]]
-    assert cac.startswith("CAC, blended (spend / new customers): **28.23**, against 28.50 2023-01-01 to 2023-12-31")
+    assert cac.startswith("CAC, blended (spend / new customers): **28.23**, against 28.50 in 2023-01-01 to 2023-12-31")
     assert cac.endswith("better).")
 
 
