@@ -417,8 +417,23 @@ def _to_html(executed, path: Path, *, show_code: bool, title: str) -> None:
     path.write_text(body, encoding="utf-8")
 
 
-def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code: bool, title: str) -> NotebookResult:
+def _render(name: str, folder: Path, *, show_code: bool, title: str, running: bool, last_started: bool = False):
+    """The executed (or partial) ``folder/<name>.ipynb`` as HTML: (html file name, published metrics, cell that failed).
+
+    The cell that failed is the one with an error output; with ``running``,
+    else the cell papermill marked as running (``_running_cell``).
+    """
     import nbformat
+
+    executed = nbformat.read(folder / f"{name}.ipynb", as_version=4)
+    metrics, failed_cell = _read_results(executed)
+    if running and failed_cell is None:
+        failed_cell = _running_cell(executed, last_started=last_started)
+    _to_html(executed, folder / f"{name}.html", show_code=show_code, title=f"{title}: {name}")
+    return f"{name}.html", metrics, failed_cell
+
+
+def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code: bool, title: str) -> NotebookResult:
     import papermill
 
     out = folder / f"{name}.ipynb"
@@ -434,14 +449,11 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
         error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"  # e.g. DeadKernelError: Kernel died
         if getattr(exc, "ename", None):
             error = f"{exc.ename}: {exc.evalue}"
-    metrics, failed_cell, html_name = {}, None, ""
+    html_name, metrics, failed_cell = "", {}, None
     if out.exists():
-        executed = nbformat.read(out, as_version=4)
-        metrics, failed_cell = _read_results(executed)
-        if error and failed_cell is None:  # no cell raised (the kernel died): the cell that was running
-            failed_cell = _running_cell(executed, last_started=True)
-        html_name = f"{name}.html"
-        _to_html(executed, folder / html_name, show_code=show_code, title=f"{title}: {name}")
+        # no cell raised but the run failed (the kernel died): the cell that was running
+        html_name, metrics, failed_cell = _render(name, folder, show_code=show_code, title=title,
+                                                  running=bool(error), last_started=True)
     return NotebookResult(
         notebook=name, status="ok" if error is None else "failed",
         seconds=round(time.monotonic() - started, 2), html=html_name,
@@ -483,17 +495,10 @@ def _load_result(folder: Path, name: str) -> NotebookResult | None:
 def _stopped(name: str, folder: Path, parameters: dict, *, status: str, error: str, seconds: float, show_code: bool,
              title: str) -> NotebookResult:
     """The result of a notebook the runner had to stop (time limit, run killed) or whose worker died: its partial output kept."""
-    import nbformat
-
-    html_name, failed_cell, metrics = "", None, {}
-    partial = folder / f"{name}.ipynb"
-    if partial.exists():
+    html_name, metrics, failed_cell = "", {}, None
+    if (folder / f"{name}.ipynb").exists():
         try:
-            executed = nbformat.read(partial, as_version=4)
-            failed_cell = _running_cell(executed)
-            metrics, _ = _read_results(executed)
-            _to_html(executed, folder / f"{name}.html", show_code=show_code, title=f"{title}: {name}")
-            html_name = f"{name}.html"
+            html_name, metrics, failed_cell = _render(name, folder, show_code=show_code, title=title, running=True)
         except Exception:  # a notebook cut off mid-write: report without its partial page
             pass
     result = NotebookResult(notebook=name, status=status, seconds=round(seconds, 2), html=html_name, parameters=parameters,
