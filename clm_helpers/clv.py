@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import ibis
@@ -911,12 +912,16 @@ class BGNBD(_Continuous):
         transformation (Fader & Hardie 2013, note 027 "Overcoming the BG/NBD
         model's #NUM! error problem"), so large x neither overflows nor underflows.
         """
+        return self.expected_if_alive(t, x, T, params) * self.probability_alive(x, tx, T, params)
+
+    def expected_if_alive(self, t, x, T, params=None):
+        """E[Y(t) | alive at T, x, T]: eq. (10) without its P(alive) factor, the only part that depends on t_x."""
         r, alpha, a, b = self._p(params)
-        x, tx, T, t = _arr(x, tx, T, t)
+        x, T, t = _arr(x, T, t)
         z = t / (alpha + T + t)
         h = special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
         bracket = 1.0 - np.exp((a - 1) * np.log1p(-z)) * h
-        return (a + b + x - 1) / (a - 1) * bracket * self.probability_alive(x, tx, T, params)
+        return (a + b + x - 1) / (a - 1) * bracket
 
     def unconditional_expected_purchases(self, t, params=None):
         """E[X(t)], eq. (9) of Fader, Hardie & Lee (2005)."""
@@ -983,12 +988,16 @@ class MBGNBD(BGNBD):
 
     def expected_purchases(self, t, x, tx, T, params=None):
         """E[Y(t) | x, t_x, T], Batislam et al. (2007) eq. (8), with Euler's transformation of the 2F1 term."""
+        return self.expected_if_alive(t, x, T, params) * self.probability_alive(x, tx, T, params)
+
+    def expected_if_alive(self, t, x, T, params=None):
+        """E[Y(t) | alive at T, x, T]: eq. (8) without its P(alive) factor."""
         r, alpha, a, b = self._p(params)
-        x, tx, T, t = _arr(x, tx, T, t)
+        x, T, t = _arr(x, T, t)
         z = t / (alpha + T + t)
         h = special.hyp2f1(a + b - r, a - 1, a + b + x, z)
         bracket = 1.0 - np.exp((a - 1) * np.log1p(-z)) * h
-        return (a + b + x) / (a - 1) * bracket * self.probability_alive(x, tx, T, params)
+        return (a + b + x) / (a - 1) * bracket
 
     def unconditional_expected_purchases(self, t, params=None):
         """E[X(t)] = b/(a-1) [1 - (alpha/(alpha+t))^r 2F1(r, b+1; a+b; t/(alpha+t))], Batislam et al. (2007) eq. (6)."""
@@ -1059,11 +1068,15 @@ class ParetoNBD(_Continuous):
 
     def expected_purchases(self, t, x, tx, T, params=None):
         """E[Y(t) | x, t_x, T], note 009 eq. (25) (continuous at s = 1)."""
+        return self.expected_if_alive(t, x, T, params) * self.probability_alive(x, tx, T, params)
+
+    def expected_if_alive(self, t, x, T, params=None):
+        """E[Y(t) | alive at T, x, T]: eq. (25) without its P(alive) factor."""
         r, alpha, s, beta = self._p(params)
-        x, tx, T, t = _arr(x, tx, T, t)
+        x, T, t = _arr(x, T, t)
         lg = np.log((beta + T) / (beta + T + t))
         growth = _expm1_ratio(s - 1, lg)  # [1 - ((beta+T)/(beta+T+t))^(s-1)] / (s-1)
-        return self.probability_alive(x, tx, T, params) * (r + x) * (beta + T) / (alpha + T) * growth
+        return (r + x) * (beta + T) / (alpha + T) * growth
 
     def unconditional_expected_purchases(self, t, params=None):
         """E[X(t)] = r beta / (alpha (s-1)) [1 - (beta/(beta+t))^(s-1)], note 009 eq. (16)."""
@@ -1578,12 +1591,32 @@ def _distinct(arrays):
     return [uniq[:, i] for i in range(uniq.shape[1])], inverse.ravel()
 
 
+def _quantiles(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``level`` percentile interval of each column of ``draws`` (draws x rows), ignoring NaN draws.
+
+    The numbers of ``np.nanquantile(draws, ..., axis=0)`` (to the last bit), which loops over
+    columns in Python (4 s for 200 draws x 17,000 customers); here only the
+    columns that hold a NaN take that path.
+    """
+    q = [0.5 - level / 2, 0.5 + level / 2]
+    nan_cols = np.isnan(draws).any(axis=0)
+    if not nan_cols.any():
+        lo, hi = np.quantile(draws, q, axis=0)
+        return lo, hi
+    lo, hi = np.empty(draws.shape[1]), np.empty(draws.shape[1])
+    lo[~nan_cols], hi[~nan_cols] = np.quantile(draws[:, ~nan_cols], q, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column of NaN draws only: NaN, as nanquantile gives
+        lo[nan_cols], hi[nan_cols] = np.nanquantile(draws[:, nan_cols], q, axis=0)
+    return lo, hi
+
+
 def _interval_frame(index, name, point, draws, level, inverse=None):
     """point (and the draws' percentile interval) per row; ``inverse`` maps distinct rows back to customers."""
     take = (lambda v: v) if inverse is None else (lambda v: v[inverse])
     out = pd.DataFrame({name: take(point)}, index=index)
     if draws is not None and draws.shape[0] > 1 and level:
-        lo, hi = np.nanquantile(draws, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+        lo, hi = _quantiles(draws, level)
         out[f"{name}_lower"] = take(lo)
         out[f"{name}_upper"] = take(hi)
     return out
@@ -1666,8 +1699,21 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
     arrays = _continuous_columns(model, summary)
     uniq, inv = _distinct(arrays)
     ev = expected_average_value(value_model, summary, interval=interval, n_draws=n_draws, seed=seed)
+    # E[Y(t) | x, t_x, T] = P(alive | x, t_x, T) x E[Y(t) | alive, x, T] for the continuous models, so the month-by-month
+    # part (the costly 2F1 terms) is computed once per distinct (x, T), far fewer than distinct (x, t_x, T) rows.
+    split = hasattr(model, "expected_if_alive")
+    if split:
+        (x_t, T_t), inv_xt = _distinct([uniq[0], uniq[2]])
 
     def discounted_purchases(params):
+        if split:
+            total = np.zeros(len(x_t))
+            prev = np.zeros(len(x_t))
+            for k in range(1, horizon_months + 1):
+                cur = model.expected_if_alive(k * month, x_t, T_t, params=params)
+                total += (cur - prev) / (1 + dm) ** k
+                prev = cur
+            return model.probability_alive(*uniq, params=params) * total[inv_xt]
         total = np.zeros(len(uniq[0]))
         prev = np.zeros(len(uniq[0]))
         for k in range(1, horizon_months + 1):
@@ -1691,7 +1737,7 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
                 sl = slice(c0, c0 + 100_000)
                 vals = np.vstack([value_model.expected_average_value(x[sl], m[sl], params=vdraws[i]) for i in range(n)])
                 sims = disc[:, inv[sl]] * vals
-                lo[sl], hi[sl] = np.nanquantile(sims, [0.5 - interval / 2, 0.5 + interval / 2], axis=0)
+                lo[sl], hi[sl] = _quantiles(sims, interval)
             out["clv_lower"], out["clv_upper"] = lo, hi
     out["expected_purchases"] = model.expected_purchases(horizon_months * month, *uniq)[inv]
     out["expected_value"] = ev["expected_value"].to_numpy()

@@ -510,3 +510,29 @@ def test_sbg_with_homogeneous_churn_reports_the_geometric_boundary_estimate():
     assert "boundary estimate" in model.fit_info_["notes"][0] and "churn 0.1000 per period" in model.fit_info_["notes"][0]
     assert float(model.survival(12)) == pytest.approx(0.9**12, rel=1e-6)
     assert float(model.derl(0.1)) == pytest.approx(0.9 / (1 - 0.9 / 1.1))  # geometric DERL, finite
+
+
+def test_interval_quantiles_equal_numpy_nanquantile():
+    rng = np.random.default_rng(5)
+    draws = rng.lognormal(size=(60, 500))
+    draws[rng.random(draws.shape) < 0.01] = np.nan  # some columns with NaN draws
+    draws[:, 7] = np.nan  # one column with nothing but NaN
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanquantile(draws, [0.05, 0.95], axis=0)
+    lo, hi = clv._quantiles(draws, 0.9)
+    np.testing.assert_allclose(lo, expected[0], rtol=1e-13)  # the same numbers up to the last bit of the interpolation
+    np.testing.assert_allclose(hi, expected[1], rtol=1e-13)
+    assert np.isnan(lo[7]) and np.isnan(hi[7]) and np.isfinite(np.delete(lo, 7)).all()
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "mbgnbd", "pareto_nbd"])
+def test_customer_value_equals_the_discounted_sum_of_expected_purchases(cdnow_cal, name):
+    # customer_value computes E[Y(t)] as P(alive) x E[Y(t) | alive] on distinct (x, T); the sum must not change
+    m = clv.fit_model(cdnow_cal, name)
+    g = clv.fit_model(cdnow_cal, "gamma_gamma")
+    v = clv.customer_value(m, g, cdnow_cal, horizon_months=3, discount_rate=0.2, interval=None)
+    x, tx, T = (cdnow_cal[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    month, dm = 365.25 / 12 / 7, 1.2 ** (1 / 12)
+    e = [np.zeros(len(x))] + [m.expected_purchases(k * month, x, tx, T) for k in (1, 2, 3)]
+    by_hand = sum((e[k] - e[k - 1]) / dm**k for k in (1, 2, 3)) * g.expected_average_value(x, cdnow_cal["monetary_value"].to_numpy(float))
+    np.testing.assert_allclose(v["clv"].to_numpy(), by_hand, rtol=1e-10)
