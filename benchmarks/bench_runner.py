@@ -3,16 +3,21 @@
     .venv/bin/python benchmarks/bench_runner.py [--jobs 2] [--dataset sample]
 
 Runs, in one process and one after the other:
-  1. the floor: as many empty notebooks (a parameters cell and nothing else)
-     as the suite has, through the same runner with the same --jobs;
-  2. the whole suite on the dataset.
-Prints both wall times and their ratio (target: suite < 2x floor on 2 cores),
-plus each notebook's own duration. Not a test: timings depend on the machine.
+  1. the floor, as the issue defines it: as many empty notebooks (a parameters
+     cell and nothing else) as the suite has, through plain Papermill (a stock
+     kernel each: ``papermill.execute_notebook``), ``--jobs`` at a time;
+  2. the same empty notebooks through the runner (``report.run``: kernels
+     forked from its kernel server, HTML pages, run.json): the runner's own cost;
+  3. the whole suite on the dataset through the runner.
+Prints the wall times and the ratio suite / floor (target: < 2 on 2 cores),
+plus each notebook's own duration. Not a test: timings depend on the machine;
+run it on a quiet one.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
 import time
@@ -31,13 +36,29 @@ def timed_run(notebooks_dir, out, *, jobs, dataset):
     return time.perf_counter() - started, result
 
 
+def _papermill_one(args):
+    import papermill
+
+    source, target = args
+    papermill.execute_notebook(source, target, kernel_name="python3", progress_bar=False, cwd=str(Path(target).parent))
+
+
+def timed_papermill(paths, out, *, jobs):
+    """Plain Papermill, ``jobs`` notebooks at a time, each in its own process (Papermill changes the process's directory)."""
+    out.mkdir()
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(jobs, maxtasksperchild=1) as pool:
+        pool.map(_papermill_one, [(str(p), str(out / p.name)) for p in paths], chunksize=1)
+    return time.perf_counter() - started
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--dataset", default="sample")
     args = parser.parse_args()
     if args.dataset == "sample":
-        datasets.ensure_sample()  # generated once, outside both timings
+        datasets.ensure_sample()  # generated once, outside the timings
     suite = report.discover_notebooks(ROOT / "notebooks")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -46,14 +67,16 @@ def main():
         for name in suite:
             nb = nbformat.v4.new_notebook()
             nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-            nb.cells = [nbformat.v4.new_code_cell('dataset = "sample"', metadata={"tags": ["parameters"]})]
+            nb.cells = [nbformat.v4.new_code_cell(f'dataset = "{args.dataset}"', metadata={"tags": ["parameters"]})]
             nbformat.write(nb, empty / f"{name}.ipynb")
-        floor, _ = timed_run(empty, tmp / "floor", jobs=args.jobs, dataset=args.dataset)
+        floor = timed_papermill(sorted(empty.glob("*.ipynb")), tmp / "floor", jobs=args.jobs)
+        runner_empty, _ = timed_run(empty, tmp / "runner-empty", jobs=args.jobs, dataset=args.dataset)
         wall, result = timed_run(ROOT / "notebooks", tmp / "suite", jobs=args.jobs, dataset=args.dataset)
     print(f"notebooks: {len(suite)}   jobs: {args.jobs}   cores: {os.cpu_count()}   dataset: {args.dataset}")
-    print(f"{'floor (empty notebooks)':<28}{floor:8.1f} s")
-    print(f"{'suite':<28}{wall:8.1f} s")
-    print(f"{'ratio suite / floor':<28}{wall / floor:8.2f}   (target < 2.0)")
+    print(f"{'floor: empty notebooks, Papermill':<40}{floor:8.1f} s")
+    print(f"{'empty notebooks through the runner':<40}{runner_empty:8.1f} s")
+    print(f"{'suite through the runner':<40}{wall:8.1f} s")
+    print(f"{'ratio suite / floor':<40}{wall / floor:8.2f}   (target < 2.0)")
     for nb in sorted(result.notebooks, key=lambda n: -n.seconds):
         print(f"  {nb.notebook:<32}{nb.seconds:7.1f} s  {nb.status}")
     if result.failed:

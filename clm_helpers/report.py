@@ -436,6 +436,8 @@ def _render(name: str, folder: Path, *, show_code: bool, title: str, running: bo
 def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code: bool, title: str) -> NotebookResult:
     import papermill
 
+    from . import kernels
+
     out = folder / f"{name}.ipynb"
     started = time.monotonic()
     error = None
@@ -443,6 +445,7 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
         papermill.execute_notebook(
             str(path), str(out), parameters=parameters, kernel_name="python3",
             progress_bar=False, log_output=False, cwd=str(folder),
+            kernel_manager_class=kernels.PreloadedKernelManager,  # forks from the run's kernel server, if any
         )
     except Exception as exc:  # papermill records the failing cell in `out`; the run goes on with the others
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
@@ -630,7 +633,7 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
         parameters: dict | None = None, per_notebook: dict | None = None, only: list[str] | None = None,
         jobs: int | None = None, show_code: bool = False, title: str = "clm report", keep_runs: int | None = None,
         run_id: str | None = None, notebook_timeout: float | None = None, engine: str = "duckdb",
-        spark_master: str | None = None) -> RunResult:
+        spark_master: str | None = None, preload_kernels: bool = True) -> RunResult:
     """Execute notebooks into a new run folder under ``out_root``; point ``latest`` at it if all succeeded.
 
     ``jobs`` notebooks run at a time, each in a fresh kernel (default: the
@@ -639,7 +642,9 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     Java) before anything runs. ``notebook_timeout`` (seconds) stops a notebook that
     runs longer, with its kernel, and reports it as "timeout". ``keep_runs``
     deletes the oldest run folders beyond that number (never the one
-    ``latest`` points to).
+    ``latest`` points to). With ``preload_kernels`` (default; off with
+    ``CLM_PRELOAD_KERNELS=0``) each notebook's fresh kernel is forked from a
+    server that imported the libraries once (``clm_helpers.kernels``).
 
     The run is written to ``out_root/.tmp-<run id>`` and moved to
     ``out_root/<run id>`` when it ends. SIGTERM or SIGINT stop the running
@@ -667,9 +672,11 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
                        engine={k.removeprefix("CLM_").lower(): v for k, v in env.items()})
     (tmp / ".plan.json").write_text(json.dumps({"run_id": run_id, "title": title, "started": result.started, "parameters": parameters,
                                                 "per_notebook": per_notebook or {}, "plan": plan, "show_code": show_code}, default=str))
-    env = {**env, **_dataset_cache(parameters.get("dataset"), tmp / ".dataset")}
+    from . import kernels
+
     progress = _Progress(plan)
-    with _interruptible():
+    with _interruptible(), kernels.server(env, enabled=preload_kernels) as server_env:  # its imports overlap the dataset's validation
+        env = {**env, **server_env, **_dataset_cache(parameters.get("dataset"), tmp / ".dataset")}
         result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
                                                             show_code=show_code, title=title, progress=progress,
                                                             timeout=notebook_timeout, env=env)

@@ -1,0 +1,339 @@
+"""Fresh kernels without the import bill: each notebook's kernel is forked from a preloaded kernel server.
+
+A report run starts one kernel per notebook, and every stock kernel spends
+about 2 s of CPU starting Python and IPython and importing the same
+libraries (pandas, SciPy, matplotlib, seaborn, Ibis, DuckDB, the helpers)
+before a notebook's first line does any work: a quarter of the suite's CPU
+time on the sample. The runner therefore starts one *kernel server* per run
+(``python -m clm_helpers.kernels SOCKET READY_FD``) that imports those
+modules once and then waits; each notebook's kernel is a ``fork`` of it
+that runs IPython's kernel exactly as ``python -m ipykernel_launcher -f
+CONNECTION_FILE`` would (Papermill and nbclient talk to it as to any
+kernel).
+
+Each kernel is still a new process that has run no notebook code: nothing a
+notebook does is visible to another. What the fork shares is modules that
+were imported and never used: the server runs nothing else (no figure, no
+database connection; matplotlib's backend is left unresolved so the inline
+backend hooks into each kernel's IPython as usual). In the child, NumPy's
+global random state is reseeded from the OS (Python's ``random`` reseeds
+itself after a fork), signal handlers are reset, and the kernel gets the
+environment, working directory and new session that jupyter_client's
+launcher would give a stock kernel.
+
+Life cycle: a forked kernel is a child of the server, not of the notebook's
+worker process. It watches its worker through a pidfd and exits when the
+worker is gone (a stock kernel watches its parent the same way), and the
+worker sees the kernel through a pidfd (alive or not, signals). The server
+exits when the runner ends it or when the runner's process is gone.
+
+Fallbacks to the stock launch (a new ``python -m ipykernel_launcher``
+process): no server for this run (``CLM_KERNEL_SERVER`` unset: the runner's
+``preload_kernels=False`` or ``CLM_PRELOAD_KERNELS=0``), a server that
+cannot be reached, a kernel spec that is not this Python's ipykernel, or a
+platform without ``fork`` and pidfds (Linux 5.3+).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import uuid
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning import LocalProvisioner
+
+#: Environment variable naming the run's kernel server socket (set by the runner for its workers).
+SERVER_ENV = "CLM_KERNEL_SERVER"
+#: Environment variable that turns the kernel server off when "0" (every kernel is then a stock one).
+PRELOAD_ENV = "CLM_PRELOAD_KERNELS"
+
+#: What the server imports once: everything a report notebook imports, nothing that runs code on import.
+PRELOAD = (
+    "numpy", "pandas", "pyarrow", "scipy.special", "scipy.optimize", "scipy.stats", "matplotlib", "matplotlib.pyplot",
+    "seaborn", "duckdb", "ibis", "ibis.backends.duckdb", "lifelines", "lifelines.statistics", "IPython", "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "clm_helpers.acquisition", "clm_helpers.catalog", "clm_helpers.clv", "clm_helpers.clv_plots", "clm_helpers.data",
+    "clm_helpers.datasets", "clm_helpers.engagement", "clm_helpers.engine", "clm_helpers.lifecycle",
+    "clm_helpers.onboarding", "clm_helpers.overview", "clm_helpers.plots", "clm_helpers.report",
+    "clm_helpers.retention", "clm_helpers.segmentation", "clm_helpers.survey",
+)
+_INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+def supported() -> bool:
+    """Whether this platform can fork kernels and watch them (POSIX ``fork`` and Linux pidfds)."""
+    return hasattr(os, "fork") and hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+
+# ----------------------------------------------------------------------------- the server (its own process)
+
+
+def serve(address: str, ready_fd: int | None = None) -> None:
+    """Import ``PRELOAD``, listen on the Unix socket ``address`` and fork a kernel for each request; never returns normally.
+
+    A request is one JSON line ``{"argv": [...], "env": {...}, "cwd": ...,
+    "parent": PID}`` (the kernel command after ``python -m
+    ipykernel_launcher``, the kernel's environment and working directory,
+    the worker to watch); the reply is ``{"pid": PID}`` or ``{"error": ...}``.
+    Only processes of the same user are served (``SO_PEERCRED``; the socket
+    also lives in a folder only this user can open). ``ready_fd`` gets one
+    line, ``ready``, once the modules are imported and the socket listens.
+    """
+    os.environ.setdefault("MPLBACKEND", _INLINE_BACKEND)  # what ipykernel sets before anything imports matplotlib
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional module missing here is imported (or not) by the notebook as usual
+            pass
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # kernels are reaped as they end; workers watch them by pidfd
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the runner's whole group: the runner ends the server
+    runner = os.getppid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(64)
+    listener.settimeout(1.0)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+    while os.getppid() == runner:  # the runner is gone: so is the reason to serve
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            conn.settimeout(30)
+            try:
+                _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+                if uid != os.getuid():
+                    raise PermissionError(f"uid {uid} is not this server's user")
+                request = _checked(json.loads(conn.makefile("rb").readline()))
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    conn.close()
+                    _run_kernel(request)  # never returns
+                reply = {"pid": pid}
+            except Exception as exc:
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+    raise SystemExit(0)
+
+
+def _checked(request) -> dict:
+    """The request if it is well formed (checked before forking: a broken one gets an error reply, not a kernel)."""
+    if not isinstance(request, dict):
+        raise ValueError("the request must be a JSON object")
+    argv, env, cwd, parent = request["argv"], request["env"], request["cwd"], request["parent"]
+    if not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+        raise ValueError("argv must be a list of strings")
+    if not (isinstance(env, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise ValueError("env must map names to strings")
+    if not os.path.isdir(cwd):
+        raise ValueError(f"cwd {cwd!r} is not a folder")
+    if not isinstance(parent, int) or parent <= 1:
+        raise ValueError(f"parent must be a process id, got {parent!r}")
+    return request
+
+
+def _run_kernel(request: dict) -> None:
+    """In the forked child: become the kernel a stock launch would start, run it, and exit (never returns)."""
+    code = 1
+    try:
+        os.setsid()  # a new session, as jupyter_client's launcher gives a stock kernel
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+        import ipykernel_launcher
+
+        sys.argv = [ipykernel_launcher.__file__, *request["argv"]]
+        if os.environ.get("JPY_PARENT_PID"):  # ipykernel reads it when imported (in the server): pass it as a setting
+            sys.argv.append(f"--IPKernelApp.parent_handle={os.environ['JPY_PARENT_PID']}")
+        sys.path[0] = os.getcwd()  # what `python -m` puts first on the path
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed()  # not the server's state: fresh entropy, as a new process has
+        _exit_with(int(request["parent"]))
+        from ipykernel import kernelapp
+
+        kernelapp.launch_new_instance()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _exit_with(pid: int) -> None:
+    """Exit this process when ``pid`` (the notebook's worker) ends: a daemon thread blocked on its pidfd."""
+    import threading
+
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # already gone
+        os._exit(1)
+
+    def watch():
+        select.select([fd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="clm-worker-watch", daemon=True).start()
+
+
+# ----------------------------------------------------------------------------- the runner's side
+
+
+@contextlib.contextmanager
+def server(env: dict | None = None, *, enabled: bool = True, timeout: float = 120.0):
+    """Run a kernel server for the block; yields the environment that points workers at it (``{}`` when there is none).
+
+    ``env`` is added to the server's environment (the run's engine settings).
+    A server that does not get ready within ``timeout`` seconds is stopped
+    and the run goes on with stock kernels.
+    """
+    if not enabled or os.environ.get(PRELOAD_ENV, "1") == "0" or not supported():
+        yield {}
+        return
+    folder = tempfile.mkdtemp(prefix="clm-kernels-")  # mode 0700: only this user can reach the socket
+    address = os.path.join(folder, "socket")
+    read_end, write_end = os.pipe()
+    process = None
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "clm_helpers.kernels", address, str(write_end)],
+                                   env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, pass_fds=[write_end])
+        os.close(write_end)
+        write_end = None
+        ready = select.select([read_end], [], [], timeout)[0] and os.read(read_end, 16).startswith(b"ready")
+        yield {SERVER_ENV: address} if ready else {}
+    finally:
+        for fd in (read_end, write_end):
+            if fd is not None:
+                os.close(fd)
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _request_kernel(address: str, argv: list[str], env: dict, cwd: str, *, parent: int | None = None) -> int:
+    """Ask the server at ``address`` for a kernel that lives as long as ``parent`` (default: this process); its pid.
+
+    Raises OSError or RuntimeError when the server cannot give one.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(30)
+        conn.connect(address)
+        conn.sendall(json.dumps({"argv": argv, "env": dict(env), "cwd": str(cwd), "parent": parent or os.getpid()}).encode() + b"\n")
+        reply = json.loads(conn.makefile("rb").readline() or b"{}")
+    if "pid" not in reply:
+        raise RuntimeError(reply.get("error", "no reply"))
+    return int(reply["pid"])
+
+
+class ForkedKernel:
+    """A kernel forked by the server, seen through a pidfd: what jupyter_client's provisioner needs of a ``Popen``.
+
+    Its exit status is not known here (the server reaps it): ``returncode``
+    is 0 once it has ended, -9 when this handle killed it.
+    """
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode = None
+        try:
+            self._fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # it ended before we looked
+            self._fd, self.returncode = None, 0
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._fd], [], [], 0)[0]:
+            self._ended(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self._fd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+            self._ended(0)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                signal.pidfd_send_signal(self._fd, sig)
+            except ProcessLookupError:
+                self._ended(0)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def _ended(self, code: int) -> None:
+        self.returncode = code
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class ForkedProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, except that the kernel process comes from the run's kernel server."""
+
+    async def launch_kernel(self, cmd, **kwargs):
+        address = os.environ.get(SERVER_ENV)
+        if address and list(cmd[:3]) == [sys.executable, "-m", "ipykernel_launcher"]:
+            env, cwd = dict(kwargs.get("env") or os.environ), kwargs.get("cwd") or os.getcwd()
+            env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it (the kernel then prints no banner)
+            try:
+                pid = _request_kernel(address, list(cmd[3:]), env, cwd)
+            except (OSError, RuntimeError, ValueError) as exc:
+                self.log.warning("kernel server at %s did not start a kernel (%s): starting a stock kernel", address, exc)
+            else:
+                self.process = ForkedKernel(pid)
+                self.pid, self.pgid, self.cwd = pid, pid, cwd  # it leads its own session, as a stock kernel does
+                return self.connection_info
+        return await super().launch_kernel(cmd, **kwargs)
+
+
+class PreloadedKernelManager(AsyncKernelManager):
+    """The kernel manager the runner hands Papermill (``kernel_manager_class=``): kernels come from ``ForkedProvisioner``."""
+
+    async def _async_pre_start_kernel(self, **kw):
+        if self.provisioner is None:  # jupyter_client creates the default (local) provisioner only when none is set
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+            self.provisioner = ForkedProvisioner(kernel_id=self.kernel_id, kernel_spec=self.kernel_spec, parent=self)
+        return await super()._async_pre_start_kernel(**kw)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -1,0 +1,107 @@
+"""Kernels forked from the run's kernel server: fresh (nothing shared but imported modules), figures inline, gone with their worker."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from clm_helpers import kernels
+from clm_helpers.report import run
+
+pytestmark = pytest.mark.skipif(not kernels.supported(), reason="forked kernels need fork and pidfds (Linux)")
+
+PROBE = """\
+import json, os, sys
+preloaded = "pandas" in sys.modules  # before this notebook imports anything heavy
+left_behind = getattr(json, "_clm_marker", None)  # set by a notebook that ran before this one
+json._clm_marker = os.getpid()
+import numpy as np
+draw = float(np.random.random())
+"""
+
+
+def probe_notebooks(folder, names):
+    folder.mkdir()
+    for name in names:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+        nb.cells = [
+            nbformat.v4.new_code_cell('dataset = ""', metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(PROBE),
+            nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2]);"),
+            nbformat.v4.new_code_cell("print(json.dumps({'preloaded': preloaded, 'left_behind': left_behind, 'draw': draw, 'pid': os.getpid()}))"),
+        ]
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+def probes(run_folder, names):
+    out = {}
+    for name in names:
+        nb = nbformat.read(run_folder / f"{name}.ipynb", as_version=4)
+        out[name] = json.loads(nb.cells[-1].outputs[0]["text"])
+        out[name]["figure"] = any("image/png" in o.get("data", {}) for o in nb.cells[2].outputs)
+    return out
+
+
+def test_each_notebook_gets_a_fresh_forked_kernel_with_the_libraries_imported(tmp_path):
+    folder = probe_notebooks(tmp_path / "nbs", ["p1", "p2", "p3"])
+    result = run(folder, tmp_path / "out", jobs=1)  # one after the other: each later kernel could see an earlier one's state
+    assert result.ok, [n.error for n in result.notebooks]
+    seen = probes(result.folder, ["p1", "p2", "p3"])
+    assert all(p["preloaded"] for p in seen.values())
+    assert all(p["left_behind"] is None for p in seen.values())  # nothing a notebook did reaches the next kernel
+    assert len({p["pid"] for p in seen.values()}) == 3
+    assert len({p["draw"] for p in seen.values()}) == 3  # NumPy's global random state is not the server's
+    assert all(p["figure"] for p in seen.values())  # the inline backend hooks into each kernel's IPython
+
+
+def test_without_the_server_kernels_are_stock_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv(kernels.PRELOAD_ENV, "0")
+    folder = probe_notebooks(tmp_path / "nbs", ["p1"])
+    result = run(folder, tmp_path / "out", jobs=1)
+    assert result.ok
+    seen = probes(result.folder, ["p1"])["p1"]
+    assert seen["preloaded"] is False and seen["figure"]
+
+
+def test_an_unreachable_server_falls_back_to_a_stock_kernel(tmp_path, monkeypatch):
+    import papermill
+
+    monkeypatch.setenv(kernels.SERVER_ENV, str(tmp_path / "no-such-socket"))
+    folder = probe_notebooks(tmp_path / "nbs", ["p1"])
+    papermill.execute_notebook(str(folder / "p1.ipynb"), str(tmp_path / "p1.ipynb"), kernel_name="python3", progress_bar=False,
+                               kernel_manager_class=kernels.PreloadedKernelManager)
+    seen = probes(tmp_path, ["p1"])["p1"]
+    assert seen["preloaded"] is False and seen["figure"]
+
+
+def test_a_forked_kernel_ends_when_its_worker_does(tmp_path):
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        with kernels.server() as env:
+            assert env, "the kernel server did not start"
+            pid = kernels._request_kernel(env[kernels.SERVER_ENV], ["-f", str(tmp_path / "kernel.json")], {"PATH": "/usr/bin:/bin"},
+                                          str(tmp_path), parent=worker.pid)
+            kernel = kernels.ForkedKernel(pid)
+            assert kernel.poll() is None
+            worker.kill()
+            assert kernel.wait(timeout=60) == 0  # it noticed its worker was gone and exited (within a second, normally)
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_a_malformed_request_gets_an_error_and_no_kernel(tmp_path):
+    import socket
+
+    with kernels.server() as env:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(env[kernels.SERVER_ENV])
+            conn.sendall(b"not json\n")
+            reply = json.loads(conn.makefile("rb").readline())
+        assert "error" in reply and "JSONDecodeError" in reply["error"]
+        with pytest.raises(RuntimeError, match="is not a folder"):
+            kernels._request_kernel(env[kernels.SERVER_ENV], [], {}, str(tmp_path / "missing"))
