@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -417,6 +418,15 @@ def _to_html(executed, path: Path, *, show_code: bool, title: str) -> None:
     path.write_text(body, encoding="utf-8")
 
 
+def _warm_up_rendering() -> None:
+    """Import Papermill and nbconvert and render one empty page here, once, rather than in every worker (each is a fork of this process)."""
+    import nbformat
+    import papermill  # noqa: F401
+
+    with tempfile.TemporaryDirectory(prefix="clm-warm-") as tmp:
+        _to_html(nbformat.v4.new_notebook(), Path(tmp) / "warm.html", show_code=False, title="")
+
+
 def _render(name: str, folder: Path, *, show_code: bool, title: str, running: bool, last_started: bool = False):
     """The executed (or partial) ``folder/<name>.ipynb`` as HTML: (html file name, published metrics, cell that failed).
 
@@ -540,8 +550,9 @@ def _execute_all(plan: dict, notebooks: dict, folder: Path, *, jobs: int, show_c
     import multiprocessing
     from multiprocessing.connection import wait
 
+    _warm_up_rendering()
     context = multiprocessing.get_context("fork")
-    waiting = list(plan)
+    waiting = _longest_first(plan, folder.parent)
     running: dict[str, tuple] = {}  # name -> (process, started)
     results: dict[str, NotebookResult] = {}
 
@@ -805,6 +816,20 @@ def _write_run(result: RunResult, folder: Path, *, per_notebook) -> None:
     (folder / "run.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (folder / "index.html").write_text(render_run_index(record), encoding="utf-8")
     (folder / "glossary.html").write_text(render_glossary(result.title), encoding="utf-8")
+
+
+def _longest_first(plan: dict, out_root: Path) -> list[str]:
+    """The order to start notebooks in: longest first by the last complete run's durations (unknown ones first), else plan order.
+
+    With ``jobs`` slots, starting the long notebooks first keeps one long
+    notebook from starting last and running alone at the end.
+    """
+    try:
+        last = json.loads((out_root / "latest" / "run.json").read_text())
+        seconds = {n["notebook"]: float(n["seconds"]) for n in last["notebooks"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return list(plan)
+    return sorted(plan, key=lambda name: -seconds.get(name, math.inf))  # stable: ties keep plan order
 
 
 def _point_latest(out_root: Path, run_id: str) -> None:

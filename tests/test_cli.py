@@ -368,3 +368,15 @@ def test_report_pages_render_headings_and_tables_and_clean_what_data_brings(tmp_
     assert "Channel <strong></strong>  done." in page
     assert "onerror" not in page and "alert(2)" not in page and "<img src=\"x\"" not in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page  # a value in a table stays text
+
+
+def test_notebooks_start_longest_first_by_the_last_complete_run(tmp_path):
+    from clm_helpers.report import _longest_first
+
+    plan = {"a": {}, "b": {}, "c": {}, "new": {}}
+    assert _longest_first(plan, tmp_path) == ["a", "b", "c", "new"]  # no earlier run: plan order
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "run.json").write_text(json.dumps({"notebooks": [
+        {"notebook": "a", "seconds": 2.0}, {"notebook": "b", "seconds": 9.5}, {"notebook": "c", "seconds": 2.0}]}))
+    (tmp_path / "latest").symlink_to("run1")
+    assert _longest_first(plan, tmp_path) == ["new", "b", "a", "c"]  # unknown first, then longest; ties keep plan order
