@@ -5,7 +5,7 @@
     python benchmarks/bench_clv.py --only summary --repeat 3   # step 1 only, three side-by-side runs
 
 Prints, for the same simulated transaction log:
-1. rfm_summary (Ibis on DuckDB) against lifetimes' summary_data_from_transaction_data
+1. rfm_summary (a pandas frame: the numpy path) against lifetimes' summary_data_from_transaction_data
    (weeks with day precision), with a row-for-row equality check;
 2. BG/NBD and Pareto/NBD fits: ours (compressed summary, weights) against
    lifetimes fitting the uncompressed summary, parameters compared to 4
