@@ -2,9 +2,10 @@
 
     python benchmarks/bench_clv.py                 # 1,000,000 customers (~10 million transactions)
     python benchmarks/bench_clv.py --customers 100000 --pareto-cap 600
+    python benchmarks/bench_clv.py --only summary --repeat 3   # step 1 only, three side-by-side runs
 
 Prints, for the same simulated transaction log:
-1. rfm_summary (Ibis on DuckDB) against lifetimes' summary_data_from_transaction_data
+1. rfm_summary (a pandas frame: the numpy path) against lifetimes' summary_data_from_transaction_data
    (weeks with day precision), with a row-for-row equality check;
 2. BG/NBD and Pareto/NBD fits: ours (compressed summary, weights) against
    lifetimes fitting the uncompressed summary, parameters compared to 4
@@ -18,6 +19,10 @@ Prints, for the same simulated transaction log:
    CLV with intervals for every customer): its time and peak memory (max RSS).
    The generator and lifetimes' pandas run in the parent process, whose peak
    is reported separately.
+
+``--only summary`` runs step 1 alone (no pipeline, no fits), ``--repeat N`` times
+on the same log, ours then lifetimes each time, and prints every run and the
+median ratio: the machine is shared, so one ratio is noisy.
 
 The log is clm_helpers.synthetic.simulate_company's when that module exists,
 else clv.simulate_transactions (a BG/NBD + Gamma-Gamma process, vectorised numpy).
@@ -84,6 +89,32 @@ def transaction_log(n: int, seed: int):
     return tx, str(pd.Timestamp(tx["timestamp"].max()).date()), "clm_helpers.synthetic.simulate_company"
 
 
+def lifetimes_summary(lt, tx, obs):
+    """lifetimes' summary of ``tx`` (weeks with day precision, as ours with time_unit="W"), sorted by customer, and its time."""
+    theirs, t = timed(lt.utils.summary_data_from_transaction_data, tx, "customer_id", "timestamp", "amount",
+                      observation_period_end=obs, freq="D", freq_multiplier=7)
+    return theirs.sort_index(), t
+
+
+def same_summary(ours, theirs) -> bool:
+    """The same customers in the same order, and every lifetimes column equal to ours (to rounding)."""
+    return (list(theirs.index) == list(ours.index)
+            and all(np.allclose(ours[c].to_numpy(), theirs[c].to_numpy(), rtol=1e-10, atol=1e-9) for c in theirs.columns))
+
+
+def summary_only(lt, tx, obs, repeat, report, rows) -> int:
+    """Step 1 alone, ``repeat`` times on the same log (ours, then lifetimes), with the median ratio."""
+    for i in range(repeat):
+        ours, t_ours = timed(clv.rfm_summary, tx, observation_end=obs, time_unit="W")
+        theirs, t_lt = lifetimes_summary(lt, tx, obs)
+        report(f"rfm_summary (run {i + 1} of {repeat})", t_ours, t_lt,
+               "identical output" if same_summary(ours, theirs) else "OUTPUT DIFFERS")
+        del ours, theirs
+    print(f"median: ours {np.median([r[1] for r in rows]):.2f} s, lifetimes {np.median([r[2] for r in rows]):.2f} s, "
+          f"ratio {np.median([r[3] for r in rows]):.1f}x (median of each column separately)")
+    return 0
+
+
 def pipeline(path: str, obs: str) -> dict:
     """Our whole pipeline from a Parquet log: summary, three fits, per-customer predictions and CLV with intervals."""
     from clm_helpers import engine
@@ -109,6 +140,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--pareto-cap", type=float, default=600.0, help="seconds lifetimes' Pareto/NBD may take at full size")
     ap.add_argument("--pareto-subsample", type=int, default=100_000)
+    ap.add_argument("--only", choices=["summary"], help="run only this step: the rfm_summary comparison")
+    ap.add_argument("--repeat", type=int, default=1, help="with --only summary: side-by-side runs on the same log")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.pipeline:
@@ -126,6 +159,8 @@ def main(argv=None):
     (tx, obs, source), t_sim = timed(transaction_log, args.customers, args.seed)
     print(f"{len(tx):,} transactions of {tx['customer_id'].nunique():,} customers from {source}; "
           f"observation end {obs}; simulated in {t_sim:.1f} s", flush=True)
+    if args.only == "summary":
+        return summary_only(lt, tx, obs, args.repeat, report, rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_table(tx, Path(tmp) / "transactions.parquet")
         out = subprocess.run([sys.executable, __file__, "--pipeline", str(path), "--observation-end", obs],
@@ -148,13 +183,9 @@ def main(argv=None):
     pn, t_pn = timed(clv.fit_model, ours_summary, "pareto_nbd")
 
     # ---------------------------------------------------------------- rfm summary
-    theirs_summary, t_lt_sum = timed(lt.utils.summary_data_from_transaction_data, tx, "customer_id", "timestamp", "amount",
-                                     observation_period_end=obs, freq="D", freq_multiplier=7)
-    theirs_summary = theirs_summary.sort_index()
-    same = (list(theirs_summary.index) == list(ours_summary.index)
-            and all(np.allclose(ours_summary[c].to_numpy(), theirs_summary[c].to_numpy(), rtol=1e-10, atol=1e-9)
-                    for c in theirs_summary.columns))
-    report("rfm_summary", t_ours_sum, t_lt_sum, "identical output" if same else "OUTPUT DIFFERS")
+    theirs_summary, t_lt_sum = lifetimes_summary(lt, tx, obs)
+    report("rfm_summary", t_ours_sum, t_lt_sum, "identical output" if same_summary(ours_summary, theirs_summary)
+           else "OUTPUT DIFFERS")
     del tx
 
     # ---------------------------------------------------------------- BG/NBD
