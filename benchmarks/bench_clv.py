@@ -142,6 +142,8 @@ def main(argv=None):
     ap.add_argument("--pareto-subsample", type=int, default=100_000)
     ap.add_argument("--only", choices=["summary"], help="run only this step: the rfm_summary comparison")
     ap.add_argument("--repeat", type=int, default=1, help="with --only summary: side-by-side runs on the same log")
+    ap.add_argument("--order", choices=["generated", "time"], default="generated",
+                    help="row order of the log: as generated (grouped by customer) or sorted by time (as an append-only log arrives)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.pipeline:
@@ -157,6 +159,9 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- the log, and our pipeline in a fresh process
     (tx, obs, source), t_sim = timed(transaction_log, args.customers, args.seed)
+    if args.order == "time":
+        tx = tx.sort_values("timestamp", kind="stable").reset_index(drop=True)
+        source += ", rows sorted by time"
     print(f"{len(tx):,} transactions of {tx['customer_id'].nunique():,} customers from {source}; "
           f"observation end {obs}; simulated in {t_sim:.1f} s", flush=True)
     if args.only == "summary":

@@ -33,7 +33,11 @@ by simulation (parameter uncertainty only).
 
 All event-level aggregation (``rfm_summary``, the tracking of repeat
 transactions, the subscription cohort counts) is an Ibis expression run by
-``clm_helpers.engine``.
+``clm_helpers.engine``, so it runs unchanged on Spark. One shortcut: a pandas
+DataFrame given to ``rfm_summary`` while the engine is DuckDB is summarised
+in numpy (``_per_customer_arrays``: the same definitions, held equal to the
+Ibis expression by tests/test_rfm_summary.py), because copying 9M rows into
+DuckDB and back costs more than the aggregation.
 """
 
 from __future__ import annotations
