@@ -294,6 +294,18 @@ def _per_customer_arrays(transactions, obs: pd.Timestamp, cal: pd.Timestamp):
     return ids.take(cust[cstarts]).rename("customer_id"), cols
 
 
+def _check_id_types(ids: pd.Series) -> None:
+    """Customer ids of one type: ``1`` and ``"1"`` would be two customers (and no engine can order them together)."""
+    if ids.dtype != object:
+        return
+    present = ids.dropna()
+    kinds = present.map(lambda v: type(v).__name__)
+    if kinds.nunique() > 1:
+        first = present.groupby(kinds.to_numpy(), sort=True).first()  # one example of each type
+        raise ClvError(f"transactions.customer_id: ids of {len(first)} types ({', '.join(first.index)}), e.g. "
+                       f"{', '.join(repr(v) for v in first)}; make them all text (df['customer_id'].astype(str)) or all numbers")
+
+
 @ibis.udf.agg.builtin(name="min_by")
 def _min_by(arg: float, key: int) -> float:
     """The value of ``arg`` on the row with the smallest ``key`` (DuckDB and Spark SQL both have min_by)."""
@@ -355,6 +367,8 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
         _require(transactions, ["customer_id", "timestamp", "amount"])
     # a pandas frame on the local engine: numpy, without the trip through DuckDB; with Spark selected, Spark does it
     fast = _per_customer_arrays(transactions, obs, cal) if engine.current() == "duckdb" else None
+    if fast is None and isinstance(transactions, pd.DataFrame) and "customer_id" in transactions.columns:
+        _check_id_types(transactions["customer_id"])
     t = engine.as_table(transactions if fast is None else transactions.head(0))  # with fast, the expression is not run
     _require(t, ["customer_id", "timestamp", "amount"])
     t = t.select(customer_id=t.customer_id, day=t.timestamp.cast("timestamp").date(), amount=t.amount.cast("float64"))

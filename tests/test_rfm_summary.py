@@ -114,3 +114,10 @@ def test_rfm_summary_does_not_change_its_input(simulated):
     before = tx.copy()
     clv.rfm_summary(tx, observation_end="2025-01-31", calibration_end="2024-10-31")
     pd.testing.assert_frame_equal(tx, before)
+
+
+def test_ids_of_mixed_types_are_refused_with_the_column_and_examples():
+    tx = pd.DataFrame({"customer_id": [1, "b", 1], "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-05"]),
+                       "amount": [1.0, 2.0, 3.0]})
+    with pytest.raises(clv.ClvError, match=r"transactions.customer_id: ids of 2 types \(int, str\), e.g. 1, 'b'"):
+        clv.rfm_summary(tx, observation_end="2024-01-31")
