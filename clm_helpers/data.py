@@ -630,16 +630,12 @@ def _arrow_column(col: Column, arr):
             raise _NotChecked
         if col.kind == "date":
             values = np.where(valid, values - values % _US_PER_DAY, _NAT)
-        elif not values.flags.writeable:  # a view of Arrow's buffer: the table's column must be its own
-            values = values.copy()
-        return values.view("datetime64[us]")
+        return _owned(values).view("datetime64[us]")
     # numbers and counts
     t = arr.type
     if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
         raise _NotChecked
-    values = pc.fill_null(arr.cast(pa.float64(), safe=False), np.nan).to_numpy()
-    if not values.flags.writeable:
-        values = values.copy()
+    values = _owned(pc.fill_null(arr.cast(pa.float64(), safe=False), np.nan).to_numpy())
     if np.isinf(values).any():
         raise _NotChecked
     if not col.nullable and np.isnan(values).any():
@@ -655,36 +651,39 @@ def _repeated_rows(columns: dict, n_rows: int) -> int:
     """How many rows repeat an earlier row exactly: ``DataFrame.duplicated().sum()`` on the validated table
     (missing equals missing, 0.0 equals -0.0). Rows are hashed from their values; only the rows whose hash
     is shared are then compared value by value, so the count is exact."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if n_rows < 2:
         return 0
-    keys = []
-    for values in columns.values():
-        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-            v = np.where(values == 0, 0.0, values)  # -0.0 -> 0.0
-            v[np.isnan(v)] = np.nan  # one NaN
-            keys.append(v.view("int64"))
-        elif isinstance(values, np.ndarray):
-            keys.append(values.view("int64"))  # datetime64: NaT is one value
-        else:
-            encoded = values.dictionary_encode()
-            first = encoded.chunk(0).dictionary if encoded.num_chunks else None
-            if any(not c.dictionary.equals(first) for c in encoded.chunks[1:]):
-                encoded = values.combine_chunks().dictionary_encode()
-            indices = [c.indices for c in (encoded.chunks if isinstance(encoded, pa.ChunkedArray) else [encoded])]
-            keys.append(pc.fill_null(pa.chunked_array(indices, type=indices[0].type), -1).to_numpy().astype("int64"))
     hashed = np.zeros(n_rows, dtype=np.uint64)
-    for k in keys:
-        hashed = (hashed ^ k.view(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
+    for values in columns.values():  # one column's key at a time: at 17 million rows each is 136 MB
+        hashed ^= _row_key(values).view(np.uint64)
+        hashed *= np.uint64(0x9E3779B97F4A7C15)
         hashed ^= hashed >> np.uint64(31)
     ordered = np.sort(hashed)  # at tens of millions of rows a sort beats a hash table of random keys
     repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    del ordered
     if not len(repeated):
         return 0
     shared = np.isin(hashed, np.unique(repeated))
-    return int(pd.DataFrame({i: k[shared] for i, k in enumerate(keys)}).duplicated().sum())
+    return int(pd.DataFrame({i: _row_key(values)[shared] for i, values in enumerate(columns.values())}).duplicated().sum())
+
+
+def _row_key(values) -> np.ndarray:
+    """int64 codes of one validated column: equal values, equal codes (0.0 and -0.0 one value, missing one value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        v = np.where(values == 0, 0.0, values)  # -0.0 -> 0.0
+        v[np.isnan(v)] = np.nan  # one NaN
+        return v.view("int64")
+    if isinstance(values, np.ndarray):
+        return values.view("int64")  # datetime64: NaT is one value
+    encoded = values.dictionary_encode()
+    first = encoded.chunk(0).dictionary if encoded.num_chunks else None
+    if any(not c.dictionary.equals(first) for c in encoded.chunks[1:]):
+        encoded = pa.chunked_array([values.combine_chunks().dictionary_encode()])
+    indices = pa.chunked_array([c.indices for c in encoded.chunks], type=encoded.type.index_type)
+    return pc.fill_null(indices, -1).to_numpy().astype("int64")
 
 
 def _all_distinct(values) -> bool:
@@ -789,9 +788,11 @@ def _validate_arrow(table: str, source, *, mapping: dict[str, str] | None = None
 
 def _columns_frame(table: str, columns: dict, n_rows: int) -> pd.DataFrame:
     """The pandas table ``validate_table`` returns, from the Arrow path's columns: text as Python strings
-    (missing: None; equal strings share one object), timestamps datetime64[us], numbers float64."""
+    (missing: None; equal strings share one object), timestamps datetime64[us], numbers float64.
+    ``columns`` is emptied on the way, so that each Arrow column goes once converted."""
     out = {}
-    for name, values in columns.items():
+    for name in list(columns):
+        values = columns.pop(name)
         if isinstance(values, np.ndarray):
             out[name] = values
         else:  # distinct identifiers have nothing to share, and looking for it costs ten times the conversion
@@ -811,12 +812,17 @@ def _table_frame(table: str, arrow) -> pd.DataFrame:
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             columns[name] = values
         elif pa.types.is_timestamp(values.type):
-            columns[name] = np.array(pc.fill_null(values.cast(pa.int64()), _NAT).to_numpy()).view(f"datetime64[{values.type.unit}]")
+            columns[name] = _owned(pc.fill_null(values.cast(pa.int64()), _NAT).to_numpy()).view(f"datetime64[{values.type.unit}]")
         elif pa.types.is_floating(values.type):
-            columns[name] = np.array(pc.fill_null(values, np.nan).to_numpy())
+            columns[name] = _owned(pc.fill_null(values, np.nan).to_numpy())
         else:  # a column with no value at all (null type) and anything else: as pyarrow converts it
-            columns[name] = np.array(values.to_pandas().to_numpy())
+            columns[name] = _owned(values.to_pandas().to_numpy())
     return _columns_frame(table, columns, arrow.num_rows)
+
+
+def _owned(values: np.ndarray) -> np.ndarray:
+    """``values``, copied when it is a read-only view of an Arrow buffer (a pandas column must be writable)."""
+    return values if values.flags.writeable else values.copy()
 
 
 def _columns_table(columns: dict, n_rows: int):
