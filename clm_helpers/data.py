@@ -615,21 +615,21 @@ def _arrow_column(col: Column, arr):
         if arr.null_count and not col.nullable:
             raise _NotChecked
         values = pc.fill_null(arr.cast(pa.int64()), _NAT).to_numpy()
-        valid = values != _NAT
+        valid = values != _NAT if arr.null_count else slice(None)  # all rows, without a copy
         scale = _UNIT_US[t.unit]
         if scale is None:  # nanoseconds: taken only when they are whole microseconds
             if (values[valid] % 1000).any():
                 raise _NotChecked
-            values = np.where(valid, values // 1000, _NAT)
+            values = np.where(valid, values // 1000, _NAT) if arr.null_count else values // 1000
         elif scale != 1:
             lo, hi = (b // scale for b in _TYPED_RANGE_US)
-            if valid.any() and (values[valid].min() < lo or values[valid].max() >= hi):
+            if len(values[valid]) and (values[valid].min() < lo or values[valid].max() >= hi):
                 raise _NotChecked
-            values = np.where(valid, values * scale, _NAT)
-        if valid.any() and (values[valid].min() < _TYPED_RANGE_US[0] or values[valid].max() >= _TYPED_RANGE_US[1]):
+            values = np.where(valid, values * scale, _NAT) if arr.null_count else values * scale
+        if len(values[valid]) and (values[valid].min() < _TYPED_RANGE_US[0] or values[valid].max() >= _TYPED_RANGE_US[1]):
             raise _NotChecked
         if col.kind == "date":
-            values = np.where(valid, values - values % _US_PER_DAY, _NAT)
+            values = np.where(valid, values - values % _US_PER_DAY, _NAT) if arr.null_count else values - values % _US_PER_DAY
         return _owned(values).view("datetime64[us]")
     # numbers and counts
     t = arr.type
