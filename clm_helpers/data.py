@@ -563,7 +563,7 @@ _UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
 
 
 def _arrow_text(arr, *, whole_numbers: bool = False):
-    """A text (or dictionary-of-text) column as Arrow strings; whole-number ids without gaps as their decimal text."""
+    """A text (or dictionary-of-text) column as Arrow strings; integer ids with no missing value as their decimal text."""
     import pyarrow as pa
 
     t = arr.type
