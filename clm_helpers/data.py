@@ -484,7 +484,9 @@ def _table_rules(table: str, df: pd.DataFrame) -> list[str]:
             if ancient:
                 notes.append(f"{table}.{col.name}: {ancient:,} rows are dated before {EARLIEST_DATE:%Y-%m-%d} (placeholder dates?); kept")
     if table in ("transactions", "surveys", "product_events", "marketing_spend"):
-        duplicated = int(df.duplicated().sum())
+        # a column of distinct identifiers (checked before) leaves no row equal to another
+        unique_key = any(c.unique and c.name in df.columns and df[c.name].notna().all() for c in SCHEMAS[table].columns)
+        duplicated = 0 if unique_key else int(df.duplicated().sum())
         if duplicated:
             notes.append(f"{table}: {duplicated:,} rows repeat another row exactly; kept (check the export was not loaded twice)")
     if table == "surveys":
@@ -536,6 +538,332 @@ def check_references(tables: dict[str, pd.DataFrame | None]) -> list[str]:
         if early.any():
             notes.append(f"{name}: {int(early.sum()):,} rows are dated before the customer's signup_date; kept")
     return notes
+
+
+# ----------------------------------------------------------------------------- the Arrow path
+
+# A table read from a typed source (Parquet) is checked column by column in Arrow and numpy, without a
+# pandas object column per step: at a million customers (40 million event rows) the pandas path above
+# took two minutes and 9 GB. The Arrow path takes the column types it knows (text, whole-number ids,
+# timestamps, floats and integers) and the rules they can break; it never writes an error message
+# itself. Anything it cannot vouch for (another type, a broken rule) raises ``_NotChecked``, and the
+# caller validates the table through ``validate_table`` instead, which gives the error (or the result)
+# exactly as before. Tests hold the two paths equal.
+
+
+class _NotChecked(Exception):
+    """Internal: the Arrow path does not vouch for a table; ``validate_table`` decides (and words any error)."""
+
+
+_US_PER_DAY = 86_400_000_000
+_NAT = np.iinfo(np.int64).min
+#: Typed timestamps outside this range (microseconds since 1970) are left to the pandas path.
+_TYPED_RANGE_US = (int(pd.Timestamp("1678-01-01").value // 1000), int(pd.Timestamp("2262-01-01").value // 1000))
+_UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+
+
+def _arrow_text(arr, *, whole_numbers: bool = False):
+    """A text (or dictionary-of-text) column as Arrow strings; integer ids with no missing value as their decimal text."""
+    import pyarrow as pa
+
+    t = arr.type
+    if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+        return arr.cast(t.value_type)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return arr
+    if pa.types.is_string_view(t):
+        return arr.cast(pa.string())
+    if whole_numbers and pa.types.is_integer(t) and arr.null_count == 0:
+        return arr.cast(pa.string())  # as pandas' astype("string") writes them: 42 -> "42"
+    raise _NotChecked
+
+
+def _arrow_any(mask) -> bool:
+    import pyarrow.compute as pc
+
+    return bool(pc.any(mask).as_py() or False)
+
+
+def _arrow_column(col: Column, arr):
+    """One contract column from Arrow: Arrow strings (text and ids) or a numpy array (float64, datetime64[us])."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.kind == "id":
+        text = pc.utf8_trim_whitespace(_arrow_text(arr, whole_numbers=True))
+        empty = pc.equal(text, "")
+        if col.nullable:
+            return pc.if_else(empty, pa.scalar(None, text.type), text) if _arrow_any(empty) else text
+        if text.null_count or _arrow_any(empty):
+            raise _NotChecked
+        return text
+    if col.kind in ("category", "text"):
+        text = _arrow_text(arr)
+        if col.kind == "category":
+            text = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+        if not col.nullable and (text.null_count or _arrow_any(pc.equal(pc.utf8_trim_whitespace(text), ""))):
+            raise _NotChecked
+        if col.allowed is not None and _arrow_any(pc.and_(pc.is_valid(text), pc.invert(pc.is_in(text, value_set=pa.array(col.allowed, type=text.type))))):
+            raise _NotChecked
+        return text
+    if col.kind in ("timestamp", "date"):
+        t = arr.type
+        if not pa.types.is_timestamp(t):
+            raise _NotChecked
+        if t.tz is not None:
+            arr = arr.cast(pa.timestamp(t.unit))  # an Arrow timestamp with a zone holds UTC: dropping the zone keeps it
+        if arr.null_count and not col.nullable:
+            raise _NotChecked
+        values = pc.fill_null(arr.cast(pa.int64()), _NAT).to_numpy()
+        valid = values != _NAT if arr.null_count else slice(None)  # all rows, without a copy
+        scale = _UNIT_US[t.unit]
+        if scale is None:  # nanoseconds: taken only when they are whole microseconds
+            if (values[valid] % 1000).any():
+                raise _NotChecked
+            values = np.where(valid, values // 1000, _NAT) if arr.null_count else values // 1000
+        elif scale != 1:
+            lo, hi = (b // scale for b in _TYPED_RANGE_US)
+            if len(values[valid]) and (values[valid].min() < lo or values[valid].max() >= hi):
+                raise _NotChecked
+            values = np.where(valid, values * scale, _NAT) if arr.null_count else values * scale
+        if len(values[valid]) and (values[valid].min() < _TYPED_RANGE_US[0] or values[valid].max() >= _TYPED_RANGE_US[1]):
+            raise _NotChecked
+        if col.kind == "date":
+            values = np.where(valid, values - values % _US_PER_DAY, _NAT) if arr.null_count else values - values % _US_PER_DAY
+        return _owned(values).view("datetime64[us]")
+    # numbers and counts
+    t = arr.type
+    if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+        raise _NotChecked
+    values = _owned(pc.fill_null(arr.cast(pa.float64(), safe=False), np.nan).to_numpy())
+    if np.isinf(values).any():
+        raise _NotChecked
+    if not col.nullable and np.isnan(values).any():
+        raise _NotChecked
+    if col.minimum is not None and (values < col.minimum).any():
+        raise _NotChecked
+    if col.kind == "count" and (values != np.floor(values))[~np.isnan(values)].any():
+        raise _NotChecked
+    return values
+
+
+def _repeated_rows(columns: dict, n_rows: int) -> int:
+    """How many rows repeat an earlier row exactly: ``DataFrame.duplicated().sum()`` on the validated table
+    (missing equals missing, 0.0 equals -0.0). Rows are hashed from their values; only the rows whose hash
+    is shared are then compared value by value, so the count is exact."""
+    if n_rows < 2:
+        return 0
+    hashed = np.zeros(n_rows, dtype=np.uint64)
+    for values in columns.values():  # one column's key at a time: at 17 million rows each is 136 MB
+        hashed ^= _row_key(values).view(np.uint64)
+        hashed *= np.uint64(0x9E3779B97F4A7C15)
+        hashed ^= hashed >> np.uint64(31)
+    ordered = np.sort(hashed)  # at tens of millions of rows a sort beats a hash table of random keys
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    del ordered
+    if not len(repeated):
+        return 0
+    shared = np.isin(hashed, np.unique(repeated))
+    return int(pd.DataFrame({i: _row_key(values)[shared] for i, values in enumerate(columns.values())}).duplicated().sum())
+
+
+def _row_key(values) -> np.ndarray:
+    """int64 codes of one validated column: equal values, equal codes (0.0 and -0.0 one value, missing one value)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+        v = np.where(values == 0, 0.0, values)  # -0.0 -> 0.0
+        v[np.isnan(v)] = np.nan  # one NaN
+        return v.view("int64")
+    if isinstance(values, np.ndarray):
+        return values.view("int64")  # datetime64: NaT is one value
+    encoded = values.dictionary_encode()
+    first = encoded.chunk(0).dictionary if encoded.num_chunks else None
+    if any(not c.dictionary.equals(first) for c in encoded.chunks[1:]):
+        encoded = pa.chunked_array([values.combine_chunks().dictionary_encode()])
+    indices = pa.chunked_array([c.indices for c in encoded.chunks], type=encoded.type.index_type)
+    return pc.fill_null(indices, -1).to_numpy().astype("int64")
+
+
+def _all_distinct(values) -> bool:
+    """Whether the non-missing values of an Arrow column are distinct. Identifiers often come in order:
+    a strictly increasing (or decreasing) column is distinct without hashing millions of strings."""
+    import pyarrow.compute as pc
+
+    values = values.drop_null() if values.null_count else values
+    n = len(values)
+    if n < 2:
+        return True
+    head, tail = values.slice(0, n - 1), values.slice(1)
+    if pc.all(pc.less(head, tail)).as_py() or pc.all(pc.greater(head, tail)).as_py():
+        return True
+    return pc.count_distinct(values).as_py() == n
+
+
+def _arrow_rules(table: str, columns: dict, n_rows: int) -> list[str]:
+    """``_table_rules`` on the Arrow path's columns: the same notes; a broken rule raises ``_NotChecked``."""
+    import pyarrow.compute as pc
+
+    schema = SCHEMAS[table]
+    notes = []
+    today = pd.Timestamp.now(tz="UTC").tz_localize(None).normalize() + pd.Timedelta(days=1)
+    for col in schema.columns:
+        if col.kind in ("timestamp", "date") and col.name in columns and col.name != "end_date":
+            values = columns[col.name]
+            future = int((values >= today.to_datetime64()).sum())
+            if future:
+                notes.append(f"{table}.{col.name}: {future:,} rows are dated after today; kept (check the export's clock or time zone)")
+            ancient = int((values < EARLIEST_DATE.to_datetime64()).sum())  # NaT compares False, as in pandas
+            if ancient:
+                notes.append(f"{table}.{col.name}: {ancient:,} rows are dated before {EARLIEST_DATE:%Y-%m-%d} (placeholder dates?); kept")
+    if table in ("transactions", "surveys", "product_events", "marketing_spend"):
+        # a column of distinct identifiers (checked above) leaves no row equal to another
+        unique_key = any(c.unique and c.name in columns and columns[c.name].null_count == 0 for c in schema.columns)
+        duplicated = 0 if unique_key else _repeated_rows(columns, n_rows)
+        if duplicated:
+            notes.append(f"{table}: {duplicated:,} rows repeat another row exactly; kept (check the export was not loaded twice)")
+    if table == "surveys":
+        survey, score = columns["survey"], columns["score"]
+        for name, (low, high) in SURVEY_SCALES.items():
+            rows = pc.fill_null(pc.equal(survey, name), False).to_numpy(zero_copy_only=False)
+            s = score[rows]
+            s = s[~np.isnan(s)]
+            if ((s < low) | (s > high) | (s != np.floor(s))).any():
+                raise _NotChecked
+        n_missing = int(np.isnan(score).sum())
+        if n_missing:
+            notes.append(f"surveys: {n_missing:,} answers have no score (kept; metrics exclude and count them)")
+    if table == "transactions":
+        amount = columns["amount"]
+        n_refunds = int((amount < 0).sum())
+        if n_refunds:
+            notes.append(f"transactions: {n_refunds:,} refunds (negative amounts) kept; they are not purchases")
+        n_zero = int((amount == 0).sum())
+        if n_zero:
+            notes.append(f"transactions: {n_zero:,} zero-amount orders kept as purchases")
+    if table == "subscriptions" and "end_date" in columns:
+        if (columns["end_date"] < columns["start_date"]).any():  # NaT compares False
+            raise _NotChecked
+    return notes
+
+
+def _validate_arrow(table: str, source, *, mapping: dict[str, str] | None = None) -> tuple[dict, int, list[str]]:
+    """``validate_table`` for an Arrow table: ``(columns, rows, notes)``, the columns in contract order as Arrow
+    strings (ids, text) or numpy arrays (float64, datetime64[us]); raises ``_NotChecked`` where it cannot vouch.
+
+    ``source`` is a ``pyarrow.Table`` or a callable ``columns -> pyarrow.Table`` with a ``column_names``
+    attribute (so that only the contract's columns are read from a file).
+    """
+    import pyarrow.compute as pc
+
+    schema = SCHEMAS[table]
+    names = list(source.column_names)
+    rename = dict(mapping or {})
+    contract = {c.name for c in schema.columns}
+    if set(rename.values()) - contract or set(rename) - set(names):
+        raise _NotChecked  # validate_table words the error
+    renamed = [rename.get(n, n) for n in names]
+    if len(set(renamed)) != len(renamed) or any(c not in renamed for c in schema.required):
+        raise _NotChecked
+    notes = []
+    extra = [c for c in renamed if c not in contract]
+    if extra:
+        notes.append(f"{table}: ignored {len(extra)} column(s) outside the contract: {', '.join(map(str, extra))}")
+    wanted = [(col, names[renamed.index(col.name)]) for col in schema.columns if col.name in renamed]
+    arrow = source if not callable(source) else source([raw for _, raw in wanted])
+    n_rows = arrow.num_rows
+    columns = {}
+    for col, raw in wanted:
+        columns[col.name] = _arrow_column(col, arrow.column(raw))
+        arrow = arrow.drop_columns([raw])  # let the source column go as soon as it is parsed
+    del arrow
+    for col in schema.columns:
+        if col.unique and col.name in columns:
+            if not _all_distinct(columns[col.name]):
+                raise _NotChecked
+    notes += _arrow_rules(table, columns, n_rows)
+    return columns, n_rows, notes
+
+
+def _columns_frame(table: str, columns: dict, n_rows: int) -> pd.DataFrame:
+    """The pandas table ``validate_table`` returns, from the Arrow path's columns: text as Python strings
+    (missing: None; equal strings share one object), timestamps datetime64[us], numbers float64.
+    ``columns`` is emptied on the way, so that each Arrow column goes once converted."""
+    out = {}
+    for name in list(columns):
+        values = columns.pop(name)
+        if isinstance(values, np.ndarray):
+            out[name] = values
+        else:  # distinct identifiers have nothing to share, and looking for it costs ten times the conversion
+            unique = any(c.name == name and c.unique for c in SCHEMAS[table].columns)
+            out[name] = values.to_pandas(deduplicate_objects=not unique).to_numpy(dtype=object)
+    return pd.DataFrame(out, index=pd.RangeIndex(n_rows), copy=False)
+
+
+def _table_frame(table: str, arrow) -> pd.DataFrame:
+    """``_columns_frame`` for a validated table stored in Arrow (a report run's copy): the same frame ``load`` gave."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = {}
+    for name in arrow.column_names:
+        values = arrow.column(name)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            columns[name] = values
+        elif pa.types.is_timestamp(values.type):
+            columns[name] = _owned(pc.fill_null(values.cast(pa.int64()), _NAT).to_numpy()).view(f"datetime64[{values.type.unit}]")
+        elif pa.types.is_floating(values.type):
+            columns[name] = _owned(pc.fill_null(values, np.nan).to_numpy())
+        else:  # a column with no value at all (null type) and anything else: as pyarrow converts it
+            columns[name] = _owned(values.to_pandas().to_numpy())
+    return _columns_frame(table, columns, arrow.num_rows)
+
+
+def _owned(values: np.ndarray) -> np.ndarray:
+    """``values``, copied when it is a read-only view of an Arrow buffer (a pandas column must be writable)."""
+    return values if values.flags.writeable else values.copy()
+
+
+def _columns_table(columns: dict, n_rows: int):
+    """The Arrow path's columns as one ``pyarrow.Table`` (ids and text as strings, timestamp[us], float64)."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+            arrays[name] = pa.array(values, type=pa.timestamp("us"), from_pandas=True)  # NaT -> null
+        elif isinstance(values, np.ndarray):
+            arrays[name] = pa.array(values, type=pa.float64())
+        else:
+            arrays[name] = values
+    return pa.table(arrays)
+
+
+def _reference_notes(customers: tuple, name: str, ids, when: np.ndarray) -> tuple[int, str | None, int]:
+    """(rows naming an unknown customer, a note on them, rows dated before their customer's signup_date) for one table.
+
+    ``customers`` is ``(ids as Arrow strings, signup dates as datetime64[us])``; ``ids`` Arrow strings;
+    ``when`` the table's time column (datetime64[us]). The counts of ``check_references``, in Arrow.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    known, signup = customers
+    ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(ids, type=pa.string())
+    pos = pc.index_in(ids, value_set=known.cast(ids.type))
+    n_unknown = pos.null_count
+    note = None
+    if n_unknown:
+        examples = pc.unique(ids.filter(pc.is_null(pos))).slice(0, 3).to_pylist()
+        note = (f"{name}: {n_unknown:,} of {len(ids):,} rows name a customer_id not in customers "
+                f"(e.g. {', '.join(map(repr, examples))}); kept")
+    pos = pc.fill_null(pos, -1).to_numpy(zero_copy_only=False)
+    found = pos >= 0
+    day = when.view("int64")
+    day = day - day % _US_PER_DAY
+    early = found & (day < signup.view("int64")[np.where(found, pos, 0)])
+    return n_unknown, note, int(early.sum())
 
 
 # ----------------------------------------------------------------------------- writing
