@@ -443,7 +443,12 @@ def _table_file(folder: Path, table: str) -> Path | None:
 
 
 def _read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Read every table file in ``folder`` through Ibis/DuckDB; CSV text is parsed by the contract, not guessed.
+    """Open every table file in ``folder``: CSV through DuckDB as text (parsed by the contract, not guessed), Parquet with pyarrow.
+
+    A Parquet file is opened here (its schema read) and its columns are read
+    and checked in Arrow by ``data`` (``_ParquetFile``); a column type that
+    path does not take, or any broken rule, sends the table through DuckDB
+    and ``validate_table``, so errors read the same either way.
 
     How a CSV file's layout and encoding are found (each non-UTF-8 case adds a note):
 
