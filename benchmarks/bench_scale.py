@@ -9,7 +9,7 @@
    printed apart from the suite's.
 2. Runs every report notebook on it with the runner (``clm run``'s
    ``report.run``, DuckDB engine), ``--jobs`` at a time. Prints the suite's
-   wall time and the peak memory of the whole process tree (the runner, its
+   wall time and the peak memory (summed PSS) of the whole process tree (the runner, its
    workers, their kernels), and per notebook its duration (from run.json), the
    peak RSS of its kernel and of its worker's process tree.
    Targets: suite < 5 min and < 4 GB peak on 2 cores.
@@ -72,6 +72,22 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: resident pages, those shared with other processes divided among them.
+
+    Summing it over a process tree counts the pages that forked kernels share
+    with the kernel server once (summed RSS would count them per kernel).
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return _status_kb(pid, "VmRSS")
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -81,7 +97,7 @@ def _cmdline(pid: int) -> str:
 
 
 class TreePeak:
-    """Samples the summed RSS of a process and all its descendants every ``every`` seconds; ``peak`` in bytes."""
+    """Samples the summed PSS of a process and all its descendants every ``every`` seconds; ``peak`` in bytes."""
 
     def __init__(self, pid: int | None = None, every: float = 0.2):
         self.pid, self.every = pid or os.getpid(), every
@@ -91,10 +107,13 @@ class TreePeak:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self):
-        pids = _tree(self.pid)
-        self.peak = max(self.peak, 1024 * sum(_status_kb(p, "VmRSS") for p in pids))
+        from clm_helpers import kernels
+
+        # a forked kernel is the kernel server's child, not the worker's: the worker's kernels are listed by pid
+        pids = _tree(self.pid) + [p for k in kernels.launched for p in _tree(k)]
+        self.peak = max(self.peak, 1024 * sum(_pss_kb(p) for p in pids))
         for p in pids[1:]:
-            if "ipykernel" in _cmdline(p):
+            if "ipykernel" in _cmdline(p) or p in kernels.launched:
                 self.kernel_peak = max(self.kernel_peak, 1024 * _status_kb(p, "VmHWM"))
 
     def _run(self):

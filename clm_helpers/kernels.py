@@ -90,6 +90,7 @@ def serve(address: str, ready_fd: int | None = None) -> None:
     also lives in a folder only this user can open). ``ready_fd`` gets one
     line, ``ready``, once the modules are imported and the socket listens.
     """
+    _name_process("clm-kernels")
     os.environ.setdefault("MPLBACKEND", _INLINE_BACKEND)  # what ipykernel sets before anything imports matplotlib
     for name in PRELOAD:
         try:
@@ -131,6 +132,13 @@ def serve(address: str, ready_fd: int | None = None) -> None:
     raise SystemExit(0)
 
 
+def _name_process(name: str) -> None:
+    """The name ``ps -o comm`` and ``top`` show (Linux; the command line stays the server's)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/comm", "w") as f:
+            f.write(name[:15])
+
+
 def _checked(request) -> dict:
     """The request if it is well formed (checked before forking: a broken one gets an error reply, not a kernel)."""
     if not isinstance(request, dict):
@@ -152,6 +160,7 @@ def _run_kernel(request: dict) -> None:
     code = 1
     try:
         os.setsid()  # a new session, as jupyter_client's launcher gives a stock kernel
+        _name_process("clm-kernel")
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -257,6 +266,10 @@ def _request_kernel(address: str, argv: list[str], env: dict, cwd: str, *, paren
     return int(reply["pid"])
 
 
+#: The pids of the kernels this process obtained from a server (for benchmarks that measure a notebook's memory).
+launched: list[int] = []
+
+
 class ForkedKernel:
     """A kernel forked by the server, seen through a pidfd: what jupyter_client's provisioner needs of a ``Popen``.
 
@@ -319,6 +332,7 @@ class ForkedProvisioner(LocalProvisioner):
             except (OSError, RuntimeError, ValueError) as exc:
                 self.log.warning("kernel server at %s did not start a kernel (%s): starting a stock kernel", address, exc)
             else:
+                launched.append(pid)
                 self.process = ForkedKernel(pid)
                 self.pid, self.pgid, self.cwd = pid, pid, cwd  # it leads its own session, as a stock kernel does
                 return self.connection_info
