@@ -176,6 +176,17 @@ def _segment_sum(x: np.ndarray, starts: np.ndarray, owner: np.ndarray, n: int) -
     return np.bincount(owner, x, n)
 
 
+def _segments(sorted_keys: np.ndarray):
+    """The runs of equal values in a sorted array: (where each run starts, each element's run number, run lengths)."""
+    new = np.empty(len(sorted_keys), bool)
+    new[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    owner = np.cumsum(new, dtype=np.int64)
+    owner -= 1
+    return starts, owner, np.diff(starts, append=len(sorted_keys))
+
+
 def _per_customer_arrays(transactions, obs: pd.Timestamp, cal: pd.Timestamp):
     """``rfm_summary``'s per-customer aggregates of a pandas DataFrame in numpy, as (ids, columns); None for inputs left to Ibis.
 
@@ -231,14 +242,8 @@ def _per_customer_arrays(transactions, obs: pd.Timestamp, cal: pd.Timestamp):
         key, amt = key[order], amt[order]
 
     # one row per (customer, day)
-    new_day = np.empty(len(key), bool)
-    new_day[0] = True
-    np.not_equal(key[1:], key[:-1], out=new_day[1:])
-    starts = np.flatnonzero(new_day)
+    starts, day_of_row, rows = _segments(key)
     n_days_all = len(starts)
-    day_of_row = np.cumsum(new_day, dtype=np.int64)
-    day_of_row -= 1
-    rows = np.diff(starts, append=len(key))
     k = key[starts]
     cust = k // span
     dn = k - cust * span + d0
@@ -251,17 +256,11 @@ def _per_customer_arrays(transactions, obs: pd.Timestamp, cal: pd.Timestamp):
     else:  # every row a purchase: the spend is the total (the same bincount), every day a purchase day
         total = np.bincount(day_of_row, amt, n_days_all)
         n_purchase_rows = rows
-    del day_of_row, new_day
+    del day_of_row
 
     # one row per customer
-    new_cust = np.empty(n_days_all, bool)
-    new_cust[0] = True
-    np.not_equal(cust[1:], cust[:-1], out=new_cust[1:])
-    cstarts = np.flatnonzero(new_cust)
+    cstarts, owner, days_of = _segments(cust)
     n = len(cstarts)
-    owner = np.cumsum(new_cust, dtype=np.int64)
-    owner -= 1
-    days_of = np.diff(cstarts, append=n_days_all)
     zeros_i, zeros_f = np.zeros(n, np.int64), np.zeros(n)
     if not refunds and not holdout:
         # every day is a purchase day of the period: the first and last day are the segment's ends
