@@ -50,6 +50,7 @@ import sys
 import tempfile
 import uuid
 
+import zmq
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
@@ -62,7 +63,7 @@ PRELOAD_ENV = "CLM_PRELOAD_KERNELS"
 PRELOAD = (
     "numpy", "pandas", "pyarrow", "scipy.special", "scipy.optimize", "scipy.stats", "matplotlib", "matplotlib.pyplot",
     "seaborn", "duckdb", "ibis", "ibis.backends.duckdb", "lifelines", "lifelines.statistics", "IPython", "ipykernel.kernelapp",
-    "ipykernel.ipkernel",
+    "ipykernel.ipkernel", "ipykernel.debugger",
     "clm_helpers.acquisition", "clm_helpers.catalog", "clm_helpers.clv", "clm_helpers.clv_plots", "clm_helpers.data",
     "clm_helpers.datasets", "clm_helpers.engagement", "clm_helpers.engine", "clm_helpers.lifecycle",
     "clm_helpers.onboarding", "clm_helpers.overview", "clm_helpers.plots", "clm_helpers.report",
@@ -92,6 +93,9 @@ def serve(address: str, ready_fd: int | None = None) -> None:
     """
     _name_process("clm-kernels")
     os.environ.setdefault("MPLBACKEND", _INLINE_BACKEND)  # what ipykernel sets before anything imports matplotlib
+    # debugpy (imported by every kernel, 0.2 s) checks at import whether Python runs with frozen modules and warns on
+    # stderr; the check is about breakpoints in the debugger, the kernels get their own environment after the fork
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -215,32 +219,66 @@ def _exit_with(pid: int) -> None:
 # ----------------------------------------------------------------------------- the runner's side
 
 
+class Server:
+    """A starting kernel server: ``environment()`` waits until its imports are done and says how to reach it."""
+
+    def __init__(self, process=None, ready_fd: int | None = None, address: str | None = None, timeout: float = 120.0):
+        self._process, self._ready_fd, self._address, self._timeout = process, ready_fd, address, timeout
+        self._env: dict | None = None if process is not None else {}
+
+    def environment(self) -> dict:
+        """``{CLM_KERNEL_SERVER: socket}`` once the server is ready, ``{}`` if there is none or it did not get ready in time.
+
+        The first call waits (up to the server's ``timeout``); the server's
+        imports run meanwhile, so the caller does its own start-up work
+        first and asks as late as it can.
+        """
+        if self._env is None:
+            fd, self._ready_fd = self._ready_fd, None
+            try:
+                ready = select.select([fd], [], [], self._timeout)[0] and os.read(fd, 16).startswith(b"ready")
+            finally:
+                os.close(fd)
+            self._env = {SERVER_ENV: self._address} if ready else {}
+        return dict(self._env)
+
+    def _close(self) -> None:
+        if self._ready_fd is not None:
+            os.close(self._ready_fd)
+            self._ready_fd = None
+
+
 @contextlib.contextmanager
 def server(env: dict | None = None, *, enabled: bool = True, timeout: float = 120.0):
-    """Run a kernel server for the block; yields the environment that points workers at it (``{}`` when there is none).
+    """Start a kernel server for the block and yield its ``Server`` handle (``environment()`` is ``{}`` when there is none).
 
-    ``env`` is added to the server's environment (the run's engine settings).
-    A server that does not get ready within ``timeout`` seconds is stopped
-    and the run goes on with stock kernels.
+    The server starts importing at once; ``Server.environment()`` waits for
+    it, so the runner loads the dataset meanwhile. ``env`` is added to the
+    server's environment (the run's engine settings). A server that does not
+    get ready within ``timeout`` seconds is stopped and the run goes on with
+    stock kernels.
     """
     if not enabled or os.environ.get(PRELOAD_ENV, "1") == "0" or not supported():
-        yield {}
+        yield Server()
         return
     folder = tempfile.mkdtemp(prefix="clm-kernels-")  # mode 0700: only this user can reach the socket
     address = os.path.join(folder, "socket")
     read_end, write_end = os.pipe()
-    process = None
+    process = handle = None
     try:
         process = subprocess.Popen([sys.executable, "-m", "clm_helpers.kernels", address, str(write_end)],
                                    env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, pass_fds=[write_end])
         os.close(write_end)
         write_end = None
-        ready = select.select([read_end], [], [], timeout)[0] and os.read(read_end, 16).startswith(b"ready")
-        yield {SERVER_ENV: address} if ready else {}
+        handle = Server(process, read_end, address, timeout)
+        read_end = None  # the handle closes it
+        yield handle
     finally:
         for fd in (read_end, write_end):
             if fd is not None:
                 os.close(fd)
+        if handle is not None:
+            handle._close()
         if process is not None:
             process.terminate()
             try:
@@ -340,7 +378,19 @@ class ForkedProvisioner(LocalProvisioner):
 
 
 class PreloadedKernelManager(AsyncKernelManager):
-    """The kernel manager the runner hands Papermill (``kernel_manager_class=``): kernels come from ``ForkedProvisioner``."""
+    """The kernel manager the runner hands Papermill (``kernel_manager_class=``): kernels come from ``ForkedProvisioner``.
+
+    Its messages are encrypted (CurveZMQ, jupyter_client's
+    ``transport_encryption = "auto"``) where jupyter_client, pyzmq and the
+    kernel spec support it: the kernel's ports listen on localhost, and
+    without it ipykernel 7.4+ warns on every start that any local user
+    could read the notebook's code and outputs.
+    """
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        if "transport_encryption" in self.trait_names() and zmq.has("curve"):
+            self.transport_encryption = "auto"
 
     async def _async_pre_start_kernel(self, **kw):
         if self.provisioner is None:  # jupyter_client creates the default (local) provisioner only when none is set

@@ -427,6 +427,49 @@ def _warm_up_rendering() -> None:
         _to_html(nbformat.v4.new_notebook(), Path(tmp) / "warm.html", show_code=False, title="")
 
 
+_ENGINE = "clm"
+
+
+def _papermill_engine() -> str:
+    """Register (once per process) and name the Papermill engine the runner uses: nbclient's, with cheap progress saves.
+
+    Papermill writes the output notebook when each cell starts and ends, so
+    that a run stopped mid-way shows how far it got (the runner reads it to
+    name the cell a timed-out or dead kernel was running). Each write goes
+    through ``nbformat.writes``: a deep copy, validation against the schema
+    and indented JSON from Python's pure-Python encoder, about 15 ms for a
+    notebook with a few figures, twice per cell: ~1.2 s of the worker's CPU
+    for the retention notebook, competing with the kernels for the cores.
+    These progress saves are written here as compact JSON (C encoder, no
+    validation, replaced atomically so a killed worker never leaves half a
+    file); the final notebook is still written by Papermill through nbformat.
+    """
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class CheckpointEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            def save(**_):
+                if nb_man.output_path:
+                    _write_checkpoint(nb_man.nb, nb_man.output_path)
+                nb_man.last_save_time = nb_man.now()
+
+            nb_man.save = save
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    if _ENGINE not in papermill_engines._engines:
+        papermill_engines.register(_ENGINE, CheckpointEngine)
+    return _ENGINE
+
+
+def _write_checkpoint(nb, path) -> None:
+    """The notebook as it stands, as compact JSON, replacing ``path`` in one step."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(nb, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _render(name: str, folder: Path, *, show_code: bool, title: str, running: bool, last_started: bool = False):
     """The executed (or partial) ``folder/<name>.ipynb`` as HTML: (html file name, published metrics, cell that failed).
 
@@ -456,6 +499,7 @@ def _execute(name: str, path: Path, parameters: dict, folder: Path, *, show_code
             str(path), str(out), parameters=parameters, kernel_name="python3",
             progress_bar=False, log_output=False, cwd=str(folder),
             kernel_manager_class=kernels.PreloadedKernelManager,  # forks from the run's kernel server, if any
+            engine_name=_papermill_engine(),
         )
     except Exception as exc:  # papermill records the failing cell in `out`; the run goes on with the others
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
@@ -550,7 +594,6 @@ def _execute_all(plan: dict, notebooks: dict, folder: Path, *, jobs: int, show_c
     import multiprocessing
     from multiprocessing.connection import wait
 
-    _warm_up_rendering()
     context = multiprocessing.get_context("fork")
     waiting = _longest_first(plan, folder.parent)
     running: dict[str, tuple] = {}  # name -> (process, started)
@@ -686,8 +729,11 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     from . import kernels
 
     progress = _Progress(plan)
-    with _interruptible(), kernels.server(env, enabled=preload_kernels) as server_env:  # its imports overlap the dataset's validation
-        env = {**env, **server_env, **_dataset_cache(parameters.get("dataset"), tmp / ".dataset")}
+    with _interruptible(), kernels.server(env, enabled=preload_kernels) as server:
+        # while the kernel server imports (its own process), this one validates the dataset and warms up rendering
+        cache_env = _dataset_cache(parameters.get("dataset"), tmp / ".dataset")
+        _warm_up_rendering()
+        env = {**env, **server.environment(), **cache_env}
         result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
                                                             show_code=show_code, title=title, progress=progress,
                                                             timeout=notebook_timeout, env=env)
@@ -749,6 +795,8 @@ def _finish_run(result: RunResult, tmp: Path, *, per_notebook) -> None:
         (tmp / leftover).unlink(missing_ok=True)
     for scratch in (".results", ".dataset"):  # .dataset: the run's validated copy of the data, never published
         shutil.rmtree(tmp / scratch, ignore_errors=True)
+    for partial in tmp.glob(".*.partial"):  # a progress save cut short by a killed worker
+        partial.unlink(missing_ok=True)
     os.replace(tmp, result.folder)
 
 

@@ -24,6 +24,8 @@ def test_run_writes_notebook_html_and_run_json_and_points_latest(tmp_path):
     assert run_json["parameters"] == {"dataset": "cdnow", "label": 'it\'s "quoted"\\n', "n": "3"}
     assert [n["status"] for n in run_json["notebooks"]] == ["ok"]
     executed = nbformat.read(latest / "a_ok.ipynb", as_version=4)
+    nbformat.validate(executed)  # progress saves are compact JSON; the published notebook is nbformat's own, checked
+    assert (latest / "a_ok.ipynb").read_text().startswith("{\n \"cells\": [")
     # the string arrives exactly as typed; the integer arrives as an integer
     assert executed.cells[-1].outputs[0]["text"] == "dataset='cdnow' label='it\\'s \"quoted\"\\\\n' n=3\n"
     html = (latest / "a_ok.html").read_text()
@@ -243,7 +245,8 @@ def test_notebook_past_its_time_limit_is_stopped_and_the_others_finish(tmp_path)
     slow = next(n for n in record["notebooks"] if n["notebook"] == "b_slow")
     assert slow["status"] == "timeout"
     assert "past the per-notebook time limit of 8 s" in slow["error"]
-    assert "time.sleep(120)" in slow["failed_cell"]
+    assert "time.sleep(120)" in slow["failed_cell"]  # read from the last progress save
+    assert not list(folder_run.glob(".*")), "scratch files were published"
     assert next(n for n in record["notebooks"] if n["notebook"] == "a_ok")["status"] == "ok"
     assert "timeout" in (folder_run / "index.html").read_text()
 

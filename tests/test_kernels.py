@@ -81,7 +81,8 @@ def test_an_unreachable_server_falls_back_to_a_stock_kernel(tmp_path, monkeypatc
 def test_a_forked_kernel_ends_when_its_worker_does(tmp_path):
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        with kernels.server() as env:
+        with kernels.server() as server:
+            env = server.environment()
             assert env, "the kernel server did not start"
             pid = kernels._request_kernel(env[kernels.SERVER_ENV], ["-f", str(tmp_path / "kernel.json")], {"PATH": "/usr/bin:/bin"},
                                           str(tmp_path), parent=worker.pid)
@@ -97,7 +98,8 @@ def test_a_forked_kernel_ends_when_its_worker_does(tmp_path):
 def test_a_malformed_request_gets_an_error_and_no_kernel(tmp_path):
     import socket
 
-    with kernels.server() as env:
+    with kernels.server() as server:
+        env = server.environment()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(env[kernels.SERVER_ENV])
             conn.sendall(b"not json\n")
@@ -105,3 +107,11 @@ def test_a_malformed_request_gets_an_error_and_no_kernel(tmp_path):
         assert "error" in reply and "JSONDecodeError" in reply["error"]
         with pytest.raises(RuntimeError, match="is not a folder"):
             kernels._request_kernel(env[kernels.SERVER_ENV], [], {}, str(tmp_path / "missing"))
+
+
+def test_the_server_imports_while_the_caller_works_and_can_be_off(monkeypatch):
+    with kernels.server() as server:
+        assert server.environment() == server.environment() != {}  # the first call waits for the imports, later ones do not
+    monkeypatch.setenv(kernels.PRELOAD_ENV, "0")
+    with kernels.server() as server:
+        assert server.environment() == {}
