@@ -391,6 +391,31 @@ class PreloadedKernelManager(AsyncKernelManager):
         super().__init__(**kw)
         if "transport_encryption" in self.trait_names() and zmq.has("curve"):
             self.transport_encryption = "auto"
+        self._graceful = False
+
+    async def _shutdown_without_interrupt(self, now: bool = False, restart: bool = False):
+        """jupyter_client's shutdown, minus the SIGINT it sends first when the shutdown is graceful.
+
+        nbclient shuts a kernel down gracefully once the notebook has run, so
+        there is nothing to interrupt; the signal only races with the
+        kernel's last message and ipykernel then logs "ERROR |
+        KeyboardInterrupt caught in kernel" in the run's output. A kernel
+        that does not end on the shutdown request is still killed by
+        jupyter_client after its wait.
+        """
+        self._graceful = not now
+        try:
+            return await AsyncKernelManager.shutdown_kernel(self, now=now, restart=restart)
+        finally:
+            self._graceful = False
+
+    shutdown_kernel = _shutdown_without_interrupt
+
+    async def _interrupt_unless_shutting_down(self):
+        if not self._graceful:
+            return await AsyncKernelManager.interrupt_kernel(self)
+
+    _async_interrupt_kernel = _interrupt_unless_shutting_down
 
     async def _async_pre_start_kernel(self, **kw):
         if self.provisioner is None:  # jupyter_client creates the default (local) provisioner only when none is set
