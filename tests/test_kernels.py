@@ -115,3 +115,10 @@ def test_the_server_imports_while_the_caller_works_and_can_be_off(monkeypatch):
     monkeypatch.setenv(kernels.PRELOAD_ENV, "0")
     with kernels.server() as server:
         assert server.environment() == {}
+
+
+def test_the_runner_s_kernels_use_the_quick_start_client():
+    manager = kernels.PreloadedKernelManager()
+    client = manager.client()
+    assert isinstance(client, kernels.QuickStartClient)
+    assert "get_msg" not in vars(client.iopub_channel)  # nothing patched outside wait_for_ready
