@@ -444,6 +444,11 @@ class PreloadedKernelManager(AsyncKernelManager):
 
     shutdown_kernel = _shutdown_without_interrupt
 
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:
+        # after the shutdown request jupyter_client looks every 0.1 s whether the kernel has ended; it ends within
+        # milliseconds, so look every 10 ms (0.09 s less idle per notebook)
+        return await super()._async_wait(pollinterval=min(pollinterval, 0.01))
+
     async def _interrupt_unless_shutting_down(self):
         if not self._graceful:
             return await AsyncKernelManager.interrupt_kernel(self)
