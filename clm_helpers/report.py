@@ -707,6 +707,18 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     by the next run in the same folder. ``latest`` only moves to a run in
     which every notebook succeeded.
     """
+    from . import kernels
+
+    # the kernel server's imports (its own process, ~3 s) overlap everything up to the first notebook: the checks,
+    # the dataset's validation and the warm-up of rendering here
+    with kernels.server(enabled=preload_kernels) as server:
+        return _run(server, notebooks_dir, out_root, parameters=parameters, per_notebook=per_notebook, only=only, jobs=jobs,
+                    show_code=show_code, title=title, keep_runs=keep_runs, run_id=run_id, notebook_timeout=notebook_timeout,
+                    engine=engine, spark_master=spark_master)
+
+
+def _run(server, notebooks_dir, out_root, *, parameters, per_notebook, only, jobs, show_code, title, keep_runs, run_id,
+         notebook_timeout, engine, spark_master) -> RunResult:
     parameters = dict(parameters or {})
     notebooks_dir, out_root = Path(notebooks_dir).resolve(), Path(out_root).resolve()
     notebooks = discover_notebooks(notebooks_dir)
@@ -726,11 +738,8 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
                        engine={k.removeprefix("CLM_").lower(): v for k, v in env.items()})
     (tmp / ".plan.json").write_text(json.dumps({"run_id": run_id, "title": title, "started": result.started, "parameters": parameters,
                                                 "per_notebook": per_notebook or {}, "plan": plan, "show_code": show_code}, default=str))
-    from . import kernels
-
     progress = _Progress(plan)
-    with _interruptible(), kernels.server(env, enabled=preload_kernels) as server:
-        # while the kernel server imports (its own process), this one validates the dataset and warms up rendering
+    with _interruptible():
         cache_env = _dataset_cache(parameters.get("dataset"), tmp / ".dataset")
         _warm_up_rendering()
         env = {**env, **server.environment(), **cache_env}
