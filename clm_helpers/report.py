@@ -1023,14 +1023,14 @@ def _trend_png(runs: list[dict]) -> str | None:
     import base64
     import io
 
+    ids = [m for m in HEADLINES if sum(r.get("metrics", {}).get(m, {}).get("value") is not None for r in runs) >= 2]
+    if not ids:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ids = [m for m in HEADLINES if sum(r.get("metrics", {}).get(m, {}).get("value") is not None for r in runs) >= 2]
-    if not ids:
-        return None
     cols = 3
     rows = math.ceil(len(ids) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False)
