@@ -60,6 +60,8 @@ from traitlets import default
 SERVER_ENV = "CLM_KERNEL_SERVER"
 #: Environment variable that turns the kernel server off when "0" (every kernel is then a stock one).
 PRELOAD_ENV = "CLM_PRELOAD_KERNELS"
+#: Environment variable naming the folder for kernels' connection files (the runner: the run's temporary folder).
+CONNECTION_DIR_ENV = "CLM_KERNEL_CONNECTION_DIR"
 
 #: What the server imports once: everything a report notebook imports, nothing that runs code on import.
 PRELOAD = (
@@ -417,6 +419,13 @@ class PreloadedKernelManager(AsyncKernelManager):
         if "transport_encryption" in self.trait_names() and zmq.has("curve"):
             self.transport_encryption = "auto"
         self._graceful = False
+
+    @default("connection_file")
+    def _connection_file_in_run(self):
+        # jupyter_client's default is a temporary file in /tmp, removed at shutdown; a worker stopped by the runner
+        # (time limit, SIGTERM) never shuts down, and the file, with the kernel's keys, would stay behind
+        folder = os.environ.get(CONNECTION_DIR_ENV)
+        return os.path.join(folder, f"kernel-{uuid.uuid4()}.json") if folder else ""
 
     @default("client_class")
     def _quick_client_name(self):

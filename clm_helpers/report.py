@@ -526,6 +526,11 @@ def _worker(name: str, path: Path, parameters: dict, folder: Path, show_code: bo
     """One notebook in its own process group (with its kernel), its result written to ``.results/<name>.json``."""
     os.setpgrp()  # the runner can stop this notebook and its kernel together
     os.environ.update(env)  # the kernel inherits it: the engine (CLM_ENGINE, CLM_SPARK_MASTER)
+    from . import kernels
+
+    connections = folder / ".kernels"  # the kernel's connection file: in the run's folder, removed with its scratch
+    connections.mkdir(mode=0o700, exist_ok=True)
+    os.environ[kernels.CONNECTION_DIR_ENV] = str(connections)
     try:
         result = _execute(name, path, parameters, folder, show_code=show_code, title=title)
     except BaseException as exc:  # rendering or reading failed: still a result, never a lost notebook
@@ -802,7 +807,7 @@ def _finish_run(result: RunResult, tmp: Path, *, per_notebook) -> None:
     _write_run(result, tmp, per_notebook=per_notebook)
     for leftover in (".pid", ".plan.json"):
         (tmp / leftover).unlink(missing_ok=True)
-    for scratch in (".results", ".dataset"):  # .dataset: the run's validated copy of the data, never published
+    for scratch in (".results", ".dataset", ".kernels"):  # .dataset: the run's validated copy of the data, never published
         shutil.rmtree(tmp / scratch, ignore_errors=True)
     for partial in tmp.glob(".*.partial"):  # a progress save cut short by a killed worker
         partial.unlink(missing_ok=True)

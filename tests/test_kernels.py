@@ -122,3 +122,10 @@ def test_the_runner_s_kernels_use_the_quick_start_client():
     client = manager.client()
     assert isinstance(client, kernels.QuickStartClient)
     assert "get_msg" not in vars(client.iopub_channel)  # nothing patched outside wait_for_ready
+
+
+def test_connection_files_go_where_the_runner_says(tmp_path, monkeypatch):
+    monkeypatch.setenv(kernels.CONNECTION_DIR_ENV, str(tmp_path))
+    assert kernels.PreloadedKernelManager().connection_file.startswith(str(tmp_path) + "/")
+    monkeypatch.delenv(kernels.CONNECTION_DIR_ENV)
+    assert kernels.PreloadedKernelManager().connection_file == ""  # jupyter_client's own default then
