@@ -148,7 +148,39 @@ def execute(expr) -> pd.DataFrame:
         bound = expr._find_backend(use_default=False)
     except Exception:  # memtables only: no bound backend
         bound = None
-    return (bound or backend()).execute(expr)
+    target = bound or backend()
+    registered = _new_memtables(target, expr)
+    try:
+        return target.execute(expr)
+    finally:
+        _release(target, registered)
+
+
+def _new_memtables(target, expr) -> list:
+    """The in-memory tables of ``expr`` that running it on DuckDB registers (those not registered already)."""
+    known = getattr(target, "_memtables", None)
+    if getattr(target, "name", None) != "duckdb" or known is None:
+        return []
+    import ibis.expr.operations as ops
+
+    return [m for m in expr.op().find(ops.InMemoryTable) if m not in known]
+
+
+def _release(target, memtables) -> None:
+    """Unregister ``memtables`` from DuckDB once the query has run.
+
+    Ibis (12) registers each in-memory table's Arrow data with the DuckDB
+    connection the first time a query reads it and drops it only when the
+    process exits: every DataFrame a notebook passes to a metric function
+    stayed in the kernel, converted, until the end (at 1,000,000 customers
+    the engagement notebook grew by 1-2 GB per call, to 11 GB). Released
+    here, the data goes when the Ibis table is no longer referenced; a table
+    that is queried again is registered again (zero-copy for Arrow data).
+    """
+    for memtable in memtables:
+        with contextlib.suppress(Exception):
+            target.con.unregister(memtable.name)
+        target._memtables.discard(memtable)
 
 
 def read_parquet(path, *, table_name: str | None = None) -> ibis.Table:
