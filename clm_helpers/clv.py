@@ -1531,6 +1531,30 @@ class SBG(_Model):
         lost = c[:-1] - c[1:]
         return np.array([float(np.dot(lost, lp) + c[-1] * ls)])
 
+    def _loglik_grad(self, params, data):
+        """Eq. (7) of Fader & Hardie (2007) and its gradient in (alpha, beta), for L-BFGS-B.
+
+        With P(T = t) = B(alpha + 1, beta + t - 1) / B(alpha, beta) (eq. 2) and
+        S(n) = B(alpha, beta + n) / B(alpha, beta) (eq. 3), and
+        d ln B(p, q) / dp = psi(p) - psi(p + q) (psi: digamma), the churners of
+        period t add lost_t [psi(alpha + 1) - psi(alpha + beta + t)] to
+        d/dalpha and lost_t [psi(beta + t - 1) - psi(alpha + beta + t)] to
+        d/dbeta; the survivors of period n add c_n [psi(alpha) - psi(alpha + beta + n)]
+        and c_n [psi(beta + n) - psi(alpha + beta + n)]; every customer
+        (c_0 = all churners + survivors) subtracts d ln B(alpha, beta).
+        """
+        al, be = params
+        c = data["active"]
+        n = len(c) - 1
+        t = np.arange(1, n + 1)
+        lost = c[:-1] - c[1:]
+        dg = special.digamma
+        dg_abt = dg(al + be + t)
+        dg_abn, dg_ab = dg(al + be + n), dg(al + be)
+        g_al = (float((lost * (dg(al + 1) - dg_abt)).sum()) + c[-1] * (dg(al) - dg_abn) - c[0] * (dg(al) - dg_ab))
+        g_be = (float((lost * (dg(be + t - 1) - dg_abt)).sum()) + c[-1] * (dg(be + n) - dg_abn) - c[0] * (dg(be) - dg_ab))
+        return self._loglik(params, data), np.array([[g_al], [g_be]])
+
     #: alpha + beta of the boundary estimate reported when churn looks homogeneous (the sBG's geometric limit).
     BOUNDARY_SCALE = 1e8
 
@@ -1545,23 +1569,38 @@ class SBG(_Model):
         churn p = churners / customer-periods at risk, reported as alpha =
         p x 1e8, beta = (1 - p) x 1e8, ``fit_info_["converged"]`` False,
         ``boundary`` ["alpha", "beta"] and a note; survival, retention and DERL
-        are then the geometric model's.
+        are then the geometric model's. The optimiser then either fails
+        (``FitError``) or stops somewhere on that ridge, where the gradient is
+        below its tolerance: with a likelihood still below the limit's (to 1e-9
+        relative), or with alpha and beta both above 1e5 (``_Model.fit``'s
+        boundary), where the likelihood is flat to a few 1e-7 relative whether
+        or not it still rises. Each of these is taken as the limit when the
+        limit's likelihood is at least that of a grid of interior points.
         """
         c = np.asarray(counts, float)
+        failure = None
         try:
             super().fit(counts)
         except FitError as exc:
-            data = self._prepare(counts)
-            lost, exposure = c[0] - c[-1], c[:-1].sum()
-            p = lost / exposure
-            k = self.BOUNDARY_SCALE
-            limit = np.array([p * k, (1 - p) * k])
+            failure = exc
+        data = self._prepare(counts)
+        lost, exposure = c[0] - c[-1], c[:-1].sum()
+        p = lost / exposure
+        k = self.BOUNDARY_SCALE
+        limit = np.array([p * k, (1 - p) * k])
+        with np.errstate(all="ignore"):
             ll_limit = float(self._loglik(limit, data)[0])
+        fit_below = (failure is not None or ll_limit >= self.log_likelihood_ - 1e-9 * abs(self.log_likelihood_)
+                     or (self.fit_info_["boundary"] == ["alpha", "beta"] and bool((self.params_ > 1e5).all())))
+        if fit_below:
             grid = [np.array([a, b]) for a in (0.1, 0.5, 1, 2, 5, 20, 100) for b in (0.5, 1, 5, 20, 100, 1000)]
             with np.errstate(all="ignore"):
                 ll_inside = max(float(self._loglik(g, data)[0]) for g in grid)
             if not ll_limit >= ll_inside - 1e-9:
-                raise exc
+                if failure is not None:
+                    raise failure
+                fit_below = False
+        if fit_below:
             self.params_ = pd.Series(limit, index=list(self.param_names), name=self.name)
             self.log_likelihood_ = ll_limit
             self.aic_ = 2 * len(self.param_names) - 2 * ll_limit

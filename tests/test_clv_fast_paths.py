@@ -28,3 +28,47 @@ def test_one_blas_thread_restores_the_thread_counts_and_changes_no_number(small_
     plain_fit(plain, small_summary)
     np.testing.assert_array_equal(fitted.params_.to_numpy(), plain.params_.to_numpy())
     np.testing.assert_array_equal(fitted.cov_, plain.cov_)
+
+
+SBG_SERIES = [[1000, 631, 468, 382, 326, 289, 262, 241], [1000, 869, 743, 653, 593, 551, 517, 491],  # Fader & Hardie (2007), Table 1
+              [270, 243, 237, 213, 204, 192, 179, 171, 160, 150, 141, 133, 125, 117, 110, 102, 97, 90, 85],
+              [63, 58, 55, 47, 44, 42, 39, 38]]
+
+
+@pytest.mark.parametrize("series", SBG_SERIES)
+def test_sbg_gradient_equals_central_differences_of_the_likelihood(series):
+    m = clv.SBG()
+    data = m._prepare(series)
+    # far out on the ridge (alpha, beta ~ 1e5) the differences lose digits to betaln's rounding: a looser tolerance
+    for params, rtol in (([0.704, 1.182], 1e-6), ([0.05, 40.0], 1e-6), ([3.0, 0.3], 1e-6), ([2e4, 3e5], 1e-3)):
+        params = np.array(params)
+        ll, g = m._loglik_grad(params, data)
+        assert ll[0] == m._loglik(params, data)[0]
+        numeric = [(m._loglik(params + h, data)[0] - m._loglik(params - h, data)[0]) / (2 * h[i])
+                   for i, h in enumerate(np.eye(2) * 1e-5 * params)]
+        np.testing.assert_allclose(g[:, 0], numeric, rtol=rtol, atol=1e-6)
+
+
+@pytest.mark.parametrize("series", SBG_SERIES)
+def test_sbg_fit_is_the_stationary_point_of_the_likelihood(series):
+    # the analytic-gradient fit lands where Newton's method on the gradient does (to 1e-7), the maximum likelihood estimate
+    m = clv.fit_sbg(series)
+    data = m._prepare(series)
+    grad = lambda x: m._loglik_grad(np.exp(x), data)[1][:, 0] * np.exp(x)  # noqa: E731
+    x = np.log(m.params_.to_numpy())
+    for _ in range(8):
+        jac = np.column_stack([(grad(x + e) - grad(x - e)) / 2e-6 for e in np.eye(2) * 1e-6])
+        x = x - np.linalg.solve(jac, grad(x))
+    assert np.abs(grad(x)).max() < 1e-8
+    np.testing.assert_allclose(m.params_.to_numpy(), np.exp(x), rtol=1e-7)
+    assert m.fit_info_["converged"] and m.fit_info_["restarts"] == 0
+
+
+@pytest.mark.parametrize("series", [[450, 425, 409, 353, 329, 301, 284], [425, 412, 380, 338], [1000 * 0.9**t for t in range(7)]])
+def test_sbg_that_runs_up_the_ridge_is_the_geometric_limit(series):
+    # young cohorts with nearly homogeneous churn: the fit stops far out (alpha, beta > 1e5) or fails; both give the limit
+    m = clv.fit_sbg(series)
+    c = np.asarray(series, float)
+    p = (c[0] - c[-1]) / c[:-1].sum()
+    assert m.fit_info_["method"] == "geometric limit" and not m.fit_info_["converged"]
+    np.testing.assert_allclose(m.params_.to_numpy(), [p * 1e8, (1 - p) * 1e8])
