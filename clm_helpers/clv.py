@@ -1905,9 +1905,20 @@ def predict_customers(model, summary: pd.DataFrame, *, horizon: float, interval:
         raise ClvError(f"predict_customers needs a transaction model (bgnbd, pareto_nbd, mbgnbd, bgbb), got {model.name}")
     arrays = _continuous_columns(model, summary)
     uniq, inv = _distinct(arrays)
+    # E[Y(t) | x, t_x, T] = E[Y(t) | alive, x, T] x P(alive | x, t_x, T) for the continuous models (``expected_purchases``
+    # is that product): the costly 2F1 factor once per distinct (x, T), and P(alive) computed once, not twice
+    split = hasattr(model, "expected_if_alive")
+    if split:
+        (x_t, T_t), inv_xt = _distinct([uniq[0], uniq[2]])
+
+    def expected(params, alive):
+        if split:
+            return model.expected_if_alive(horizon, x_t, T_t, params=params)[inv_xt] * alive
+        return model.expected_purchases(horizon, *uniq, params=params)
+
     point_alive = model.probability_alive(*uniq)
     with np.errstate(all="ignore"):
-        point_exp = model.expected_purchases(horizon, *uniq)
+        point_exp = expected(None, point_alive)
     bad = ~(np.isfinite(point_alive) & np.isfinite(point_exp))
     if bad.any():  # e.g. MBG/NBD at a boundary (a, b ~ 1e5..1e8): the hypergeometric term overflows
         params = ", ".join(f"{k}={v:.4g}" for k, v in model.params_.items())
@@ -1918,7 +1929,7 @@ def predict_customers(model, summary: pd.DataFrame, *, horizon: float, interval:
         draws = model.param_draws(n_draws, seed=seed)
         with np.errstate(all="ignore"):
             da = np.vstack([model.probability_alive(*uniq, params=p) for p in draws])
-            de = np.vstack([model.expected_purchases(horizon, *uniq, params=p) for p in draws])
+            de = np.vstack([expected(p, alive) for p, alive in zip(draws, da)])
     out = _interval_frame(summary.index, "p_alive", point_alive, da, interval, inv)
     out = out.join(_interval_frame(summary.index, "expected_purchases", point_exp, de, interval, inv))
     out.attrs.update(horizon=horizon, interval=interval, interval_method="parameter uncertainty: inverse-Hessian normal draws on the log scale")
@@ -1973,15 +1984,22 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
     if split:
         (x_t, T_t), inv_xt = _distinct([uniq[0], uniq[2]])
 
+    months = np.arange(1, horizon_months + 1)
+    month_ends = (months * month)[:, None]  # k * month, as the loop over k computed them
+    last_month = {}
+
     def discounted_purchases(params):
         if split:
             total = np.zeros(len(x_t))
             prev = np.zeros(len(x_t))
-            for k in range(1, horizon_months + 1):
-                cur = model.expected_if_alive(k * month, x_t, T_t, params=params)
+            cum = model.expected_if_alive(month_ends, x_t, T_t, params=params)  # months x distinct (x, T), one call
+            for k, cur in zip(months, cum):  # summed month after month, in the same order as before
                 total += (cur - prev) / (1 + dm) ** k
                 prev = cur
-            return model.probability_alive(*uniq, params=params) * total[inv_xt]
+            alive = model.probability_alive(*uniq, params=params)
+            if params is None and horizon_months > 0:
+                last_month["expected"] = prev[inv_xt] * alive  # E[Y(horizon)] at the estimate, for the column below
+            return alive * total[inv_xt]
         total = np.zeros(len(uniq[0]))
         prev = np.zeros(len(uniq[0]))
         for k in range(1, horizon_months + 1):
@@ -2007,7 +2025,10 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
                 sims = disc[:, inv[sl]] * vals
                 lo[sl], hi[sl] = _quantiles(sims, interval)
             out["clv_lower"], out["clv_upper"] = lo, hi
-    out["expected_purchases"] = model.expected_purchases(horizon_months * month, *uniq)[inv]
+    if "expected" in last_month:  # expected_purchases(horizon_months * month, ...): the last month's E[Y(t)], computed above
+        out["expected_purchases"] = last_month["expected"][inv]
+    else:
+        out["expected_purchases"] = model.expected_purchases(horizon_months * month, *uniq)[inv]
     out["expected_value"] = ev["expected_value"].to_numpy()
     out.attrs.update(horizon_months=horizon_months, discount_rate=discount_rate)
     return out

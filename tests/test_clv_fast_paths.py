@@ -72,3 +72,43 @@ def test_sbg_that_runs_up_the_ridge_is_the_geometric_limit(series):
     p = (c[0] - c[-1]) / c[:-1].sum()
     assert m.fit_info_["method"] == "geometric limit" and not m.fit_info_["converged"]
     np.testing.assert_allclose(m.params_.to_numpy(), [p * 1e8, (1 - p) * 1e8])
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "mbgnbd", "pareto_nbd"])
+def test_predict_customers_split_equals_expected_purchases(small_summary, name):
+    # predict_customers computes E[Y(t)] as E[Y(t) | alive] on distinct (x, T) times P(alive): the product expected_purchases forms
+    m = clv.fit_model(small_summary, name)
+    pred = clv.predict_customers(m, small_summary, horizon=20, n_draws=5)
+    x, tx, T = (small_summary[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    np.testing.assert_array_equal(pred["expected_purchases"].to_numpy(), m.expected_purchases(20, x, tx, T))
+    draws = m.param_draws(5)
+    by_hand = np.vstack([m.expected_purchases(20, x, tx, T, params=p) for p in draws])
+    lo, hi = clv._quantiles(by_hand, 0.9)
+    np.testing.assert_array_equal(pred["expected_purchases_lower"].to_numpy(), lo)
+    np.testing.assert_array_equal(pred["expected_purchases_upper"].to_numpy(), hi)
+
+
+@pytest.mark.parametrize("name", ["bgnbd", "mbgnbd", "pareto_nbd"])
+def test_customer_value_months_in_one_call_equals_the_month_by_month_sum(small_summary, name):
+    m = clv.fit_model(small_summary, name)
+    g = clv.fit_model(small_summary, "gamma_gamma")
+    v = clv.customer_value(m, g, small_summary, horizon_months=5, n_draws=4)
+    x, tx, T = (small_summary[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    month, dm = 365.25 / 12 / 7, 1.1 ** (1 / 12) - 1
+
+    def by_hand(params):
+        total, prev = 0.0, 0.0
+        for k in range(1, 6):
+            cur = m.expected_purchases(k * month, x, tx, T, params=params)
+            total, prev = total + (cur - prev) / (1 + dm) ** k, cur
+        return total
+
+    spend = g.expected_average_value(x, small_summary["monetary_value"].to_numpy(float))
+    np.testing.assert_allclose(v["clv"].to_numpy(), by_hand(None) * spend, rtol=1e-12)
+    np.testing.assert_allclose(v["expected_purchases"].to_numpy(), m.expected_purchases(5 * month, x, tx, T), rtol=1e-14)
+    vdraws, tdraws = g.param_draws(4, seed=1), m.param_draws(4)
+    sims = np.vstack([by_hand(tdraws[i]) * g.expected_average_value(x, small_summary["monetary_value"].to_numpy(float), params=vdraws[i])
+                      for i in range(4)])
+    lo, hi = clv._quantiles(sims, 0.9)
+    np.testing.assert_allclose(v["clv_lower"].to_numpy(), lo, rtol=1e-12)
+    np.testing.assert_allclose(v["clv_upper"].to_numpy(), hi, rtol=1e-12)
