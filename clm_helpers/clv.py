@@ -2070,9 +2070,12 @@ def repeat_transaction_tracking(transactions, summary: pd.DataFrame, models: dic
     out = pd.DataFrame({"period": np.arange(1, n_periods + 1), "actual": np.cumsum(per)})
     fd = pd.Series(1, index=first).groupby(level=0).sum()
     offs = (fd.index - start).days.to_numpy(float)
+    age = np.clip(edges[:, None] - offs[None, :], 0, None) / unit  # each customer's age at each period end
+    # periods x first days, but whole days apart: a few hundred distinct ages (each model's E[X(t)] is computed once per age)
+    ages, age_idx = np.unique(age, return_inverse=True)
+    age_idx = age_idx.reshape(age.shape)
     for name, m in models.items():
-        age = np.clip(edges[:, None] - offs[None, :], 0, None) / unit  # each customer's age at each period end
-        exp = (m.unconditional_expected_purchases(age) * fd.to_numpy()[None, :]).sum(axis=1)
+        exp = (m.unconditional_expected_purchases(ages)[age_idx] * fd.to_numpy()[None, :]).sum(axis=1)
         out[name] = exp
     out["calibration"] = edges <= (cal - start).days + 1
     return out.set_index("period")

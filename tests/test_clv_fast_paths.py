@@ -112,3 +112,22 @@ def test_customer_value_months_in_one_call_equals_the_month_by_month_sum(small_s
     lo, hi = clv._quantiles(sims, 0.9)
     np.testing.assert_allclose(v["clv_lower"].to_numpy(), lo, rtol=1e-12)
     np.testing.assert_allclose(v["clv_upper"].to_numpy(), hi, rtol=1e-12)
+
+
+def test_repeat_transaction_tracking_per_distinct_age_equals_the_full_matrix():
+    tx, truth = clv.simulate_transactions(300, seed=4)
+    end = truth["observation_end"]
+    cal = pd.Timestamp(end) - pd.Timedelta(weeks=26)
+    comp = clv.compare_models(tx, calibration_end=cal, observation_end=end, time_unit="W")
+    s = comp.summary
+    unit = 7.0
+    first = cal - pd.to_timedelta(np.round(s["T"].to_numpy() * unit), unit="D")
+    start = first.min()
+    n_periods = int(np.ceil(((pd.Timestamp(end) - start).days + 1) / unit))
+    edges = np.arange(1, n_periods + 1) * unit
+    fd = pd.Series(1, index=first).groupby(level=0).sum()
+    offs = (fd.index - start).days.to_numpy(float)
+    for name, m in comp.models.items():
+        age = np.clip(edges[:, None] - offs[None, :], 0, None) / unit
+        expected = (m.unconditional_expected_purchases(age) * fd.to_numpy()[None, :]).sum(axis=1)
+        np.testing.assert_array_equal(comp.tracking[name].to_numpy(), expected)
