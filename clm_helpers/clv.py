@@ -708,7 +708,7 @@ class _Model:
         """Fit by maximum likelihood on ``summary`` (one row per customer, or distinct rows with ``weight``).
 
         The optimiser is L-BFGS-B on log-parameters, with analytic gradients
-        where the model has them (BG/NBD, MBG/NBD, Gamma-Gamma) and numerical
+        where the model has them (BG/NBD, MBG/NBD, Gamma-Gamma, sBG) and numerical
         ones otherwise; on more than ``WARM_START_ROWS`` distinct rows it first
         converges on a random subsample of them, then on all. A fit has
         converged when the largest gradient component of the mean negative
