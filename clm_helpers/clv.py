@@ -43,7 +43,6 @@ DuckDB and back costs more than the aggregation.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import math
 import time
@@ -505,91 +504,42 @@ def _compress_by_codes(summary, columns, w):
 # ============================================================================ numerics
 
 
-#: (library path, get, set) of the thread count of each OpenBLAS library loaded in this process; filled on first use.
-_OPENBLAS: list | None = None
-
-
-def _openblas_thread_controls() -> list:
-    """(path, get_num_threads, set_num_threads) of each OpenBLAS library loaded in this process.
-
-    numpy's and scipy's wheels each bundle an OpenBLAS (``scipy_openblas``,
-    64-bit integers in numpy's), found here by path in ``/proc/self/maps``
-    (Linux; elsewhere, or with another BLAS, the list is empty and nothing is
-    changed): what threadpoolctl does, without the dependency.
-    """
-    global _OPENBLAS
-    if _OPENBLAS is not None:
-        return _OPENBLAS
-    controls, paths = [], []
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rsplit(" ", 1)[-1].strip()
-                if "openblas" in path.rsplit("/", 1)[-1].lower() and path not in paths:
-                    paths.append(path)
-    except OSError:
-        paths = []
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        names = [(f"{p}_get_num_threads{s}", f"{p}_set_num_threads{s}") for s in ("", "64_", "_64", "_") for p in ("scipy_openblas", "openblas")]
-        for get_name, set_name in names:
-            get, put = getattr(lib, get_name, None), getattr(lib, set_name, None)
-            if get is not None and put is not None:
-                get.restype, get.argtypes = ctypes.c_int, []
-                put.restype, put.argtypes = None, [ctypes.c_int]
-                controls.append((path, get, put))
-                break
-    _OPENBLAS = controls
-    return controls
+#: threadpoolctl's view of the BLAS libraries loaded in this process (numpy's and scipy's OpenBLAS); made on first use.
+_BLAS = None
 
 
 @contextlib.contextmanager
-def _one_blas_thread(*, numpy_blas: bool):
-    """Run the block with scipy's OpenBLAS (and numpy's, with ``numpy_blas``) on one thread; the counts are restored after.
+def _one_blas_thread():
+    """Run the block with every BLAS library (numpy's and scipy's OpenBLAS) on one thread; the counts are restored after.
 
     The model code calls BLAS only on tiny arrays (scipy's L-BFGS-B on 2 to 4
     parameters, 4 x 4 Cholesky factors of the parameter covariance):
     OpenBLAS's worker threads cost more than they save there, and while they
     spin waiting for work they take the other cores from the numpy code in
     between. On the default sample (2 busy cores) the BG/NBD fit ran 3x
-    faster with scipy's BLAS on one thread. Operations on fewer than 10,000
-    elements are never split across threads, so no number changes.
-
-    numpy's BLAS stays as it is during fits (``numpy_blas=False``):
-    ``_Model._nll`` sums the weighted log-likelihood with ``np.dot``, which
-    OpenBLAS splits across its threads above 10,000 rows, so the last bits
-    of that sum, and through the numerical gradients the Pareto/NBD and BG/BB
-    estimates (at the 1e-5 level), depend on numpy's thread count.
+    faster and the Gamma-Gamma fit 6x with one thread. No number depends on
+    the thread count: the model code sums with numpy (pairwise summation),
+    never with ``np.dot`` on long vectors, whose result OpenBLAS splits across
+    its threads. threadpoolctl (scikit-learn's) does the limiting: it finds
+    the libraries and restores their thread counts; with one controller made
+    once, entering the block costs about 20 microseconds.
     """
-    controls = [c for c in _openblas_thread_controls() if numpy_blas or "scipy" in c[0].rsplit("/", 2)[-2].lower()]
-    saved = []
-    try:
-        for _, get, put in controls:
-            n = get()
-            if n != 1:
-                put(1)
-                saved.append((put, n))
-    except Exception:  # a library that does not behave as expected: leave the thread counts alone
-        saved = []
-    try:
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    with _BLAS.limit(limits=1, user_api="blas"):
         yield
-    finally:
-        for put, n in saved:
-            put(n)
 
 
-def _blas_single_threaded(numpy_blas: bool):
-    """Decorator: the function runs inside ``_one_blas_thread(numpy_blas=numpy_blas)``."""
-    def decorate(func):
-        @functools.wraps(func)
-        def wrapper(*args, **kwargs):
-            with _one_blas_thread(numpy_blas=numpy_blas):
-                return func(*args, **kwargs)
-        return wrapper
-    return decorate
+def _blas_single_threaded(func):
+    """Decorator: the function runs inside ``_one_blas_thread()``."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with _one_blas_thread():
+            return func(*args, **kwargs)
+    return wrapper
 
 
 def _log1mexp(x):
@@ -698,12 +648,12 @@ class _Model:
         params = np.exp(logp)
         with np.errstate(all="ignore"):
             ll = self._loglik(params, data)
-            total = float(np.dot(data["weight"], ll))
+            total = float((data["weight"] * ll).sum())  # numpy's pairwise sum: the same bits whatever BLAS's thread count
         if not np.isfinite(total):
             return 1e300
         return -total / data["weight"].sum() + penalizer * float(np.dot(logp, logp))
 
-    @_blas_single_threaded(numpy_blas=False)
+    @_blas_single_threaded
     def fit(self, summary: pd.DataFrame) -> "_Model":
         """Fit by maximum likelihood on ``summary`` (one row per customer, or distinct rows with ``weight``).
 
@@ -758,7 +708,7 @@ class _Model:
                            f"({lines}). Check the summary for extreme rows, or pass initial_params.")
         x = best["x"]
         self.params_ = pd.Series(np.exp(x), index=list(self.param_names), name=self.name)
-        self.log_likelihood_ = float(np.dot(data["weight"], self._loglik(self.params_.to_numpy(), data)))
+        self.log_likelihood_ = float((data["weight"] * self._loglik(self.params_.to_numpy(), data)).sum())
         self.n_customers_ = n_customers
         self.aic_ = 2 * len(self.param_names) - 2 * self.log_likelihood_
         self.bic_ = len(self.param_names) * math.log(max(n_customers, 1)) - 2 * self.log_likelihood_
@@ -928,7 +878,7 @@ class _Model:
             index=self.params_.index,
         ).rename_axis("parameter")
 
-    @_blas_single_threaded(numpy_blas=True)
+    @_blas_single_threaded
     def param_draws(self, n_draws: int = 200, *, seed: int = 0) -> np.ndarray:
         """``n_draws`` parameter vectors from the normal approximation of the likelihood (log scale); row 0 is the estimate."""
         self._check_fitted()
@@ -1558,7 +1508,7 @@ class SBG(_Model):
     #: alpha + beta of the boundary estimate reported when churn looks homogeneous (the sBG's geometric limit).
     BOUNDARY_SCALE = 1e8
 
-    @_blas_single_threaded(numpy_blas=False)
+    @_blas_single_threaded
     def fit(self, counts):
         """Maximum likelihood as ``_Model.fit``; at the geometric boundary, the boundary estimate, said as such.
 
@@ -1887,7 +1837,7 @@ def _interval_frame(index, name, point, draws, level, inverse=None):
     return out
 
 
-@_blas_single_threaded(numpy_blas=True)
+@_blas_single_threaded
 def predict_customers(model, summary: pd.DataFrame, *, horizon: float, interval: float | None = 0.9,
                       n_draws: int = 200, seed: int = 0) -> pd.DataFrame:
     """Per customer: probability alive and expected purchases over ``horizon``, each with an interval.
@@ -1936,7 +1886,7 @@ def predict_customers(model, summary: pd.DataFrame, *, horizon: float, interval:
     return out
 
 
-@_blas_single_threaded(numpy_blas=True)
+@_blas_single_threaded
 def expected_average_value(model: GammaGamma, summary: pd.DataFrame, *, interval: float | None = 0.9,
                            n_draws: int = 200, seed: int = 0) -> pd.DataFrame:
     """Per customer: expected spend per future purchase day (Gamma-Gamma, note 025 eq. 5), with an interval.
@@ -1956,7 +1906,7 @@ def expected_average_value(model: GammaGamma, summary: pd.DataFrame, *, interval
     return _interval_frame(summary.index, "expected_value", point, d, interval)
 
 
-@_blas_single_threaded(numpy_blas=True)
+@_blas_single_threaded
 def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, horizon_months: int = 12,
                    discount_rate: float = 0.10, interval: float | None = 0.9, n_draws: int = 200, seed: int = 0) -> pd.DataFrame:
     """Per customer: discounted expected value over ``horizon_months`` (CLV), with an interval.
@@ -2081,7 +2031,7 @@ def repeat_transaction_tracking(transactions, summary: pd.DataFrame, models: dic
     return out.set_index("period")
 
 
-@_blas_single_threaded(numpy_blas=False)
+@_blas_single_threaded
 def compare_models(transactions, *, calibration_end, observation_end, time_unit: str = "W",
                    models=("bgnbd", "pareto_nbd", "mbgnbd")) -> "ModelComparison":
     """Fit each model on the calibration period and score it on the holdout period.
