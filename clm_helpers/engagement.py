@@ -131,7 +131,7 @@ def _window(df: pd.DataFrame, column: str, start, end) -> pd.DataFrame:
         mask &= df[column] >= s
     if e is not None:
         mask &= df[column] < e + pd.Timedelta(days=1)
-    return df.loc[mask]
+    return df if mask.all() else df.loc[mask]
 
 
 def _check_sends(t) -> None:
@@ -198,11 +198,11 @@ def email_metrics(email_events: pd.DataFrame, *, by="campaign_id", unique: bool 
     bad = [k for k in keys if k != "month" and k not in email_events.columns]
     if bad:
         raise EngagementError(f"by: {bad} is neither 'month' nor a column of email_events ({list(email_events.columns)})")
-    t = as_table(email_events)
+    extra = [k for k in keys if k not in ("month", "campaign_id", "customer_id")]
+    t = as_table(email_events, list(dict.fromkeys([*_EMAIL_COLUMNS, *extra])))
     _check_sends(t)
     t = _email_window(t, observation_start, observation_end)
 
-    extra = [k for k in keys if k not in ("month", "campaign_id", "customer_id")]
     per_email = {}
     for col, events in _COUNT_EVENTS.items():
         hit = t.event.isin(list(events))
@@ -357,7 +357,7 @@ def email_fatigue(email_events: pd.DataFrame, *, window_days: int = 30, max_rece
         raise EngagementError(f"max_recent must be at least 1, got {max_recent}")
     if not 0 < level < 1:
         raise EngagementError(f"level must be between 0 and 1, got {level}")
-    t = as_table(email_events)
+    t = as_table(email_events, list(_EMAIL_COLUMNS))
     _check_sends(t)
     s, e = _day(observation_start, "observation_start"), _day(observation_end, "observation_end")
     if s is not None and e is not None and s > e:
@@ -409,7 +409,7 @@ def email_fatigue(email_events: pd.DataFrame, *, window_days: int = 30, max_rece
 
 def _product_table(product_events: pd.DataFrame, observation_start, observation_end, events):
     _require(product_events, "product_events", ["customer_id", "timestamp", "event"])
-    df = _window(product_events, "timestamp", observation_start, observation_end)
+    df = _window(product_events[["customer_id", "timestamp", "event"]], "timestamp", observation_start, observation_end)
     if events is not None:
         events = [events] if isinstance(events, str) else list(events)
         if not events:
@@ -466,7 +466,7 @@ def active_customers(product_events: pd.DataFrame, *, freq: str = "D", observati
                          index=pd.PeriodIndex([], freq=pfreq, name="period"))
     if df.empty or end is None:
         return empty
-    t = as_table(df)
+    t = as_table(df, ["customer_id", "timestamp"])
     key = _period_key(t.timestamp, freq).name("start")
     counts = execute(t.group_by(key).aggregate(active_customers=t.customer_id.nunique(), events=t.count()))
     first = _day(observation_start, "observation_start") or df["timestamp"].min().normalize()
@@ -519,7 +519,7 @@ def stickiness(product_events: pd.DataFrame, *, method: str = "calendar", window
 
 def _rolling_actives(df: pd.DataFrame, days: pd.PeriodIndex, window_days: int) -> pd.Series:
     """Customers with an event in the ``window_days`` days ending each day (inclusive), via non-overlapping cover intervals."""
-    t = as_table(df[["customer_id", "timestamp"]])
+    t = as_table(df, ["customer_id", "timestamp"])
     act = t.select(customer_id=t.customer_id, day=t.timestamp.truncate("D")).distinct()
     w = ibis.window(group_by=act.customer_id, order_by=act.day)
     nxt = act.day.lead().over(w)
@@ -548,7 +548,7 @@ def feature_adoption(product_events: pd.DataFrame, *, observation_start=None, ob
     sorted by users, then uses, then event name (so the order never depends on the input's).
     """
     df, end, wanted = _product_table(product_events, observation_start, observation_end, None)
-    t = as_table(df)
+    t = as_table(df, ["customer_id", "event"])
     per = execute(t.group_by("event").aggregate(users=t.customer_id.nunique(), uses=t.count())).set_index("event")
     if customers is not None:
         _require(customers, "customers", ["customer_id", "signup_date"])

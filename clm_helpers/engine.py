@@ -133,13 +133,81 @@ def environment(name: str = "duckdb", *, spark_master: str | None = None) -> dic
     return {"CLM_ENGINE": "spark", "CLM_SPARK_MASTER": spark_master or DEFAULT_SPARK_MASTER}
 
 
-def as_table(obj) -> ibis.Table:
-    """An Ibis table for a pandas DataFrame (registered in memory) or an Ibis table as is."""
+def as_table(obj, columns=None) -> ibis.Table:
+    """An Ibis table for a pandas DataFrame (registered in memory) or an Ibis table as is.
+
+    ``columns`` (optional) keeps only those columns: of a DataFrame, only they
+    are converted for the engine (a frame's other columns, such as long text
+    identifiers, are never copied). On the DuckDB engine a DataFrame is turned
+    into Arrow once, column by column (``_arrow_memtable``), with the schema
+    and data ``ibis.memtable`` would give it; Ibis' own path converts every
+    text column twice (once to infer its type, once to register it).
+    """
     if isinstance(obj, ibis.Table):
-        return obj
+        return obj if columns is None else obj.select(*columns)
     if isinstance(obj, pd.DataFrame):
-        return ibis.memtable(obj)
+        if columns is not None:
+            columns = list(columns)
+            missing = [c for c in columns if c not in obj.columns]
+            if missing:
+                raise KeyError(f"columns {missing} not in the frame ({list(obj.columns)})")
+        if current() == "duckdb":
+            table = _arrow_memtable(obj, columns)
+            if table is not None:
+                return table
+        df = obj if columns is None else obj[columns]
+        if df.attrs:  # Ibis' pandas path hands attrs to Arrow, which cannot serialise every value
+            df = df.copy(deep=False)
+            df.attrs = {}
+        return ibis.memtable(df)
     raise TypeError(f"expected a pandas DataFrame or an Ibis table, got {type(obj).__name__}")
+
+
+def _arrow_memtable(df: pd.DataFrame, columns=None) -> ibis.Table | None:
+    """``ibis.memtable(df[columns])`` with each column converted to Arrow once; None when Ibis' own path must decide.
+
+    The schema is the one ``ibis.memtable`` infers (text columns: the type of
+    ``pa.array(column, from_pandas=True)``, the very call Ibis makes to infer
+    it; other columns: from the pandas dtype) and the data registered is what
+    Ibis would register for that schema (``pa.Table.from_pandas(df,
+    schema=...)``): the text columns' arrays are the ones built to infer the
+    type, kept instead of thrown away. Frames this does not cover exactly
+    (column names that are not unique text, object columns Arrow cannot type
+    on its own, decimals) return None and go through ``ibis.memtable``.
+    """
+    import pyarrow as pa
+    from ibis.formats.pandas import PandasType
+    from ibis.formats.pyarrow import PyArrowType
+
+    names = list(df.columns) if columns is None else list(columns)
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names) \
+            or (columns is None and df.columns.inferred_type != "string"):
+        return None
+    types, arrays = {}, {}
+    for name in names:
+        col = df[name]
+        if not isinstance(col, pd.Series):  # duplicate labels in the frame
+            return None
+        if col.dtype == object:
+            try:
+                arr = pa.array(col, from_pandas=True)  # what Ibis runs to infer the type
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return None
+            dtype = PyArrowType.to_ibis(arr.type)
+            if dtype.is_decimal() or PyArrowType.from_ibis(dtype) != arr.type:
+                return None
+        else:
+            dtype = PandasType.to_ibis(col.dtype)
+            if dtype.is_decimal():
+                return None
+            try:  # what pa.Table.from_pandas(df, schema=...) runs for each column when Ibis registers the frame
+                arr = pa.array(col, type=PyArrowType.from_ibis(dtype), from_pandas=True, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                return None  # Ibis' path raises its own error when the expression runs
+        types[name], arrays[name] = dtype, arr
+    schema = ibis.schema(types)
+    table = pa.table(arrays)
+    return ibis.memtable(table, schema=schema)
 
 
 def execute(expr) -> pd.DataFrame:

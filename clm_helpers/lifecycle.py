@@ -91,8 +91,9 @@ def period_bounds(observation_end, *, period: str = "M") -> tuple[int, pd.Timest
 def _activity(events: pd.DataFrame, observation_end, period: str):
     """Distinct (customer, period index) pairs with activity up to the end of the last complete period."""
     last, _ = period_bounds(observation_end, period=period)
-    t = as_table(events)
-    if "amount" in events.columns:  # purchases: refunds are not activity
+    purchases = "amount" in events.columns
+    t = as_table(events, ["customer_id", "timestamp", "amount"] if purchases else ["customer_id", "timestamp"])
+    if purchases:  # purchases: refunds are not activity
         t = t.filter(t.amount >= 0)
     p = _period_index(t.timestamp, period)
     act = t.select(customer_id=t.customer_id, p=p).filter(lambda s: s.p <= last).distinct()
@@ -216,7 +217,7 @@ def metrics_mountain(customers: pd.DataFrame, transactions: pd.DataFrame, *, obs
     """
     end = pd.Timestamp(observation_end).normalize() + pd.Timedelta(days=1)
     base = customers.loc[customers["signup_date"] < end, "customer_id"]
-    tx = as_table(transactions)
+    tx = as_table(transactions, ["customer_id", "timestamp", "amount"])
     tx = tx.filter(tx.timestamp < end)
     per = execute(
         tx.group_by("customer_id").aggregate(

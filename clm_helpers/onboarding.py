@@ -94,11 +94,9 @@ class OnboardingError(ClmError, ValueError):
 
 
 # ----------------------------------------------------------------------------- checks
-def _mem(df: pd.DataFrame):
-    """An Ibis table of a pandas frame, without its attrs (Ibis cannot serialise every attrs value)."""
-    out = df.copy(deep=False)
-    out.attrs = {}
-    return as_table(out)
+def _mem(df: pd.DataFrame, columns):
+    """An Ibis table of some columns of a pandas frame (``engine.as_table``: only those columns are converted; attrs are left out)."""
+    return as_table(df, columns)
 
 
 
@@ -182,7 +180,7 @@ def _extra_columns(customers: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
 
 def _known_events(product_events: pd.DataFrame, names, what: str) -> None:
     """Every configured event name occurs in product_events (a typo would give 0% silently)."""
-    t = _mem(product_events[["event"]])
+    t = _mem(product_events, ["event"])
     seen = set(execute(t.select("event").distinct())["event"].astype(str))
     absent = [n for n in names if n not in seen]
     if absent:
@@ -228,9 +226,9 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     _known_events(product_events, criteria, "criteria")
     base = _base(customers, observation_start, end, window_days)
     names = list(criteria)
-    t = _mem(product_events[["customer_id", "timestamp", "event"]])
+    t = _mem(product_events, ["customer_id", "timestamp", "event"])
     t = t.filter(t.event.isin(names) & (t.timestamp < ibis.literal(end + pd.Timedelta(days=1))))
-    c = _mem(base[["customer_id", "signup", "horizon"]])
+    c = _mem(base, ["customer_id", "signup", "horizon"])
     j = t.join(c, "customer_id")
     j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon))
     j = j.mutate(rn=ibis.row_number().over(group_by=[j.customer_id, j.event], order_by=j.timestamp))
@@ -343,15 +341,15 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
         _known_events(product_events, key_events, "key_events")
     end = _end(observation_end, (transactions, "timestamp"), (product_events, "timestamp"))
     base = _base(customers, observation_start, end, within_days)
-    c = _mem(base[["customer_id", "signup", "horizon"]])
+    c = _mem(base, ["customer_id", "signup", "horizon"])
     limit = ibis.literal(end + pd.Timedelta(days=1))
     firsts = []
     if transactions is not None:
-        t = _mem(transactions[["customer_id", "timestamp", "amount"]])
+        t = _mem(transactions, ["customer_id", "timestamp", "amount"])
         t = t.filter((t.amount >= 0) & (t.timestamp < limit)).select("customer_id", "timestamp", source=ibis.literal("purchase"))
         firsts.append(t)
     if product_events is not None:
-        e = _mem(product_events[["customer_id", "timestamp", "event"]])
+        e = _mem(product_events, ["customer_id", "timestamp", "event"])
         e = e.filter(e.event.isin(key_events) & (e.timestamp < limit)).select("customer_id", "timestamp", source=e.event.cast("string"))
         firsts.append(e)
     ev = firsts[0] if len(firsts) == 1 else firsts[0].union(firsts[1])
@@ -500,8 +498,8 @@ def funnel(customers: pd.DataFrame, product_events: pd.DataFrame, *, steps=DEFAU
     _known_events(product_events, steps, "steps")
     base = _base(customers, observation_start, end, window_days)
     eligible = base[base["eligible"]]
-    c = _mem(eligible[["customer_id", "signup", "horizon"]])
-    t = _mem(product_events[["customer_id", "timestamp", "event"]])
+    c = _mem(eligible, ["customer_id", "signup", "horizon"])
+    t = _mem(product_events, ["customer_id", "timestamp", "event"])
     j = t.filter(t.event.isin(steps)).join(c, "customer_id")
     ev = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon))
     if ordered:
@@ -601,8 +599,8 @@ def retention_by_activation(activation_table: pd.DataFrame, transactions: pd.Dat
     base = activation_table[activation_table["eligible"].astype(bool)][["customer_id", "signup_date", "activated"]].copy()
     base["customer_id"] = base["customer_id"].astype(str)
     base["signup"] = base["signup_date"].dt.normalize().astype("datetime64[us]")
-    t = _mem(transactions[["customer_id", "timestamp", "amount"]])
-    c = _mem(base[["customer_id", "signup"]])
+    t = _mem(transactions, ["customer_id", "timestamp", "amount"])
+    c = _mem(base, ["customer_id", "signup"])
     j = t.filter((t.amount >= 0) & (t.timestamp < ibis.literal(end + pd.Timedelta(days=1)))).join(c, "customer_id")
     j = j.mutate(days=(j.timestamp.epoch_seconds() - j.signup.epoch_seconds()) / 86_400.0)
     j = j.filter((j.days >= 0) & (j.days < months * DAYS_PER_MONTH))

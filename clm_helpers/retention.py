@@ -179,7 +179,7 @@ def cohort_matrix(transactions: pd.DataFrame, *, period: str = "M", value: str =
     _require(transactions, "transactions", ["customer_id", "timestamp", "amount"])
     end = _tx_end(transactions, observation_end)
     last = _last_complete(end, period)
-    t = as_table(transactions)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.filter(t.timestamp < ibis.literal(end + pd.Timedelta(days=1)))
     t = t.mutate(p=_period_index(t.timestamp, period))
     t = t.filter(t.p <= last)
@@ -270,7 +270,7 @@ def customer_churn_status(transactions: pd.DataFrame, *, observation_end=None, w
     _check_window(window_days)
     _require(transactions, "transactions", ["customer_id", "timestamp", "amount"])
     end = _tx_end(transactions, observation_end)
-    t = as_table(transactions)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.filter((t.timestamp < ibis.literal(end + pd.Timedelta(days=1))) & (t.amount >= 0))
     day = t.timestamp.truncate("D")
     df = execute(t.group_by("customer_id").aggregate(first_purchase=day.min(), last_purchase=day.max(), purchase_days=day.nunique()))
@@ -287,7 +287,7 @@ def customer_churn_status(transactions: pd.DataFrame, *, observation_end=None, w
 def _streaks(transactions: pd.DataFrame, end: pd.Timestamp, window_days: int):
     """Per purchase day: ``stop``, the day the activity it starts ends (the next purchase day, or day + window: a lapse),
     ``lapses`` (no purchase within the window after it) and ``begin``, the first day of the unbroken activity it belongs to."""
-    t = as_table(transactions)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.filter((t.timestamp < ibis.literal(end + pd.Timedelta(days=1))) & (t.amount >= 0))
     act = t.select(customer_id=t.customer_id, day=t.timestamp.truncate("D")).distinct()
     w = ibis.window(group_by=act.customer_id, order_by=act.day)
