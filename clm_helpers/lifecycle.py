@@ -73,6 +73,14 @@ def _period_start(index, period: str) -> pd.Timestamp:
     return pd.Timestamp("1969-12-29") + pd.Timedelta(weeks=int(index))
 
 
+def _periods_of(indices: pd.Series, period: str):
+    """The pandas Period of each period index, as a PeriodArray (each distinct index converted once)."""
+    if len(indices) == 0:
+        return []
+    distinct, position = np.unique(indices.to_numpy(), return_inverse=True)
+    return pd.PeriodIndex([_period_start(i, period).to_period(period) for i in distinct]).array.take(position.ravel())
+
+
 def _index_of(day: pd.Timestamp, period: str) -> int:
     if period == "M":
         return day.year * 12 + day.month - 1
@@ -167,8 +175,8 @@ def customer_stages(events: pd.DataFrame, *, observation_end, period: str = "M",
     out = pd.DataFrame(
         {
             "stage": stage,
-            "first_period": [_period_start(i, period).to_period(period) for i in df["first"]],
-            "last_active_period": [_period_start(i, period).to_period(period) for i in df["last"]],
+            "first_period": _periods_of(df["first"], period),
+            "last_active_period": _periods_of(df["last"], period),
             "periods_inactive": k.astype("int64"),
         },
         index=df.index,
