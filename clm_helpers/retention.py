@@ -317,13 +317,21 @@ def inactivity_churn(transactions: pd.DataFrame, *, observation_end=None, window
     end = _tx_end(transactions, observation_end)
     last = _last_complete(end, period)
     s = _streaks(transactions, end, window_days)
-    starts = execute(s.group_by("day").aggregate(n=s.count()))
-    stops = execute(s.group_by(s.stop.name("day")).aggregate(n=s.count()))
     lapse = s.filter(s.lapses)
     # churned in period p: the lapse falls in p and the unbroken activity it ends began before p (active at its start)
     lapse = lapse.mutate(p=_period_index(lapse.stop, period), p_begin=_period_index(lapse.begin, period))
     lapse = lapse.filter(lapse.p_begin < lapse.p)
-    lapsed = execute(lapse.group_by("p").aggregate(churned=lapse.count()))
+    # the three counts in one query, so the engine works out the streaks once: part 0 activity starts per day,
+    # 1 activity stops per day, 2 churned per period (day and p are placeholders where they do not apply)
+    no_day, no_p = ibis.literal(pd.Timestamp("1970-01-01")), ibis.literal(0).cast("int64")
+    parts = execute(ibis.union(
+        s.group_by("day").aggregate(n=s.count()).select(part=ibis.literal(0), day="day", p=no_p, n="n"),
+        s.group_by(s.stop.name("day")).aggregate(n=s.count()).select(part=ibis.literal(1), day="day", p=no_p, n="n"),
+        lapse.group_by("p").aggregate(n=lapse.count()).select(part=ibis.literal(2), day=no_day, p=lapse.p.cast("int64"), n="n"),
+        distinct=False))
+    starts = parts.loc[parts["part"] == 0, ["day", "n"]].sort_values("day", kind="stable").reset_index(drop=True)
+    stops = parts.loc[parts["part"] == 1, ["day", "n"]].sort_values("day", kind="stable").reset_index(drop=True)
+    lapsed = parts.loc[parts["part"] == 2, ["p", "n"]].rename(columns={"n": "churned"}).reset_index(drop=True)
     if starts.empty:
         raise RetentionError(f"transactions: no purchase on or before {end.date()}")
     first_p = _index_of(pd.Timestamp(starts["day"].min()), period)
