@@ -63,6 +63,7 @@ __all__ = [
     "PERIODS",
     "PERIOD_NAMES",
     "cohort_matrix",
+    "cohort_percentages",
     "retention_curve",
     "customer_churn_status",
     "inactivity_churn",
@@ -214,22 +215,39 @@ def cohort_matrix(transactions: pd.DataFrame, *, period: str = "M", value: str =
         pivot = pivot.fillna(0.0).iloc[:, ::-1].cumsum(axis=1).iloc[:, ::-1]
     observed = np.array([[c + k <= last for k in ks] for c in cohorts])
     pivot = pivot.where(observed, np.nan).where(~observed | pivot.notna(), 0.0)
-    sizes = pivot[0]
-    if normalize:
-        empty = sizes.index[sizes.fillna(0) == 0]
-        if len(empty):
-            what = "no first purchase" if value == "customers" else "no positive net revenue in period 0"
-            notes.append(f"{len(empty)} cohort(s) with {what}: {', '.join(str(_period_of(c, period)) for c in empty[:5])}"
-                         f"{' ...' if len(empty) > 5 else ''} (percentages missing)")
-        if value == "revenue":
-            nonpos = sizes.index[sizes < 0]
-            if len(nonpos):
-                notes.append(f"{len(nonpos)} cohort(s) with negative net revenue in period 0 (percentages missing)")
-        pivot = 100 * pivot.div(sizes.where(sizes > 0), axis=0)
     pivot.index = pd.PeriodIndex([_period_of(c, period) for c in cohorts], freq=_PANDAS_FREQ[period], name="cohort")
     pivot.columns = pd.Index(list(ks), name=f"{PERIOD_NAMES[period]}s since first purchase")
-    pivot.attrs.update(value=value, method=method, normalize=normalize, period=period, observation_end=str(end.date()), notes=notes)
-    return pivot
+    pivot.attrs.update(value=value, method=method, normalize=False, period=period, observation_end=str(end.date()), notes=notes)
+    return cohort_percentages(pivot) if normalize else pivot
+
+
+def cohort_percentages(counts: pd.DataFrame) -> pd.DataFrame:
+    """A cohort matrix of counts or money (``cohort_matrix(..., normalize=False)``) as % of each cohort's period 0.
+
+    The same table as ``cohort_matrix(..., normalize=True)`` on the same
+    transactions and options, without running the query again: cohorts whose
+    period 0 is 0 (or, for revenue, negative) have missing percentages, and
+    ``attrs["notes"]`` says which.
+    """
+    if not isinstance(counts, pd.DataFrame) or 0 not in counts.columns or "value" not in counts.attrs:
+        raise RetentionError("counts must be a cohort_matrix(..., normalize=False) with a period-0 column")
+    if counts.attrs.get("normalize"):
+        raise RetentionError("counts already holds percentages")
+    value = counts.attrs["value"]
+    notes = list(counts.attrs.get("notes", []))
+    sizes = counts[0]
+    empty = sizes.index[sizes.fillna(0) == 0]
+    if len(empty):
+        what = "no first purchase" if value == "customers" else "no positive net revenue in period 0"
+        notes.append(f"{len(empty)} cohort(s) with {what}: {', '.join(str(c) for c in empty[:5])}"
+                     f"{' ...' if len(empty) > 5 else ''} (percentages missing)")
+    if value == "revenue":
+        nonpos = sizes.index[sizes < 0]
+        if len(nonpos):
+            notes.append(f"{len(nonpos)} cohort(s) with negative net revenue in period 0 (percentages missing)")
+    out = 100 * counts.div(sizes.where(sizes > 0), axis=0)
+    out.attrs = {**counts.attrs, "normalize": True, "notes": notes}
+    return out
 
 
 def retention_curve(counts: pd.DataFrame) -> pd.DataFrame:
@@ -587,7 +605,7 @@ def subscription_durations(subscriptions: pd.DataFrame, *, observation_end=None,
 
 
 def customer_lifetimes(transactions: pd.DataFrame, *, observation_end=None, window_days: int = 180, churn_at: str = "last_purchase",
-                       customers: pd.DataFrame | None = None) -> pd.DataFrame:
+                       customers: pd.DataFrame | None = None, status: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per customer with a purchase: duration_days and churned (by the inactivity rule), for survival analysis.
 
     A customer has churned when they made no purchase in the ``window_days``
@@ -597,11 +615,20 @@ def customer_lifetimes(transactions: pd.DataFrame, *, observation_end=None, wind
     ``churn_at="declared"``: churn happens when it is declared, window_days
     after the last purchase, and a customer not churned is censored at
     ``observation_end``. With ``customers``, adds acquisition_channel,
-    country, region, age_band and plan.
+    country, region, age_band and plan. ``status``: the
+    ``customer_churn_status`` of the same transactions, observation end and
+    window, when it is already at hand (it is computed here otherwise).
     """
     if churn_at not in ("last_purchase", "declared"):
         raise RetentionError(f"churn_at must be 'last_purchase' or 'declared', got {churn_at!r}")
-    status = customer_churn_status(transactions, observation_end=observation_end, window_days=window_days)
+    if status is None:
+        status = customer_churn_status(transactions, observation_end=observation_end, window_days=window_days)
+    else:
+        _require(status, "status (from customer_churn_status)", ["first_purchase", "last_purchase", "churned"])
+        end = str(_tx_end(transactions, observation_end).date())
+        if status.attrs.get("window_days") != window_days or status.attrs.get("observation_end") != end:
+            raise RetentionError(f"status is for window_days={status.attrs.get('window_days')!r} at {status.attrs.get('observation_end')}; "
+                                 f"these lifetimes are for window_days={window_days!r} at {end}")
     end = pd.Timestamp(status.attrs["observation_end"])
     if churn_at == "last_purchase":
         stop = status["last_purchase"]
@@ -673,15 +700,21 @@ def kaplan_meier(durations: pd.DataFrame, *, by: str | None = None, level: float
 
 
 def survival_summary(durations: pd.DataFrame, *, by: str | None = None, at=(30, 90, 180, 365), level: float = 0.95,
-                     duration: str = "duration_days", event: str = "churned") -> pd.DataFrame:
+                     duration: str = "duration_days", event: str = "churned", curves: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per group: rows, churned, median survival (days) and the Kaplan-Meier survival (%) at the days in ``at``.
 
     median_days is the first time survival falls to 50% or below; it is
     missing, with the reason in note, when survival never falls that low in
     the data ("not reached"). survival_<t>d is missing when t is beyond the
-    group's longest observed duration ("not observed").
+    group's longest observed duration ("not observed"). ``curves``: the
+    ``kaplan_meier`` result for the same durations, ``by`` and ``level``,
+    when it is already at hand (it is fitted here otherwise).
     """
-    curves = kaplan_meier(durations, by=by, level=level, duration=duration, event=event)
+    if curves is None:
+        curves = kaplan_meier(durations, by=by, level=level, duration=duration, event=event)
+    elif curves.attrs.get("by") != by or curves.attrs.get("level") != level:
+        raise RetentionError(f"curves were fitted with by={curves.attrs.get('by')!r}, level={curves.attrs.get('level')!r}; "
+                             f"this summary asks for by={by!r}, level={level!r}")
     frame, _ = _durations(durations, by, duration, event)
     sizes = frame.groupby("group").agg(rows=("event", "size"), churned=("event", "sum")) if by else \
         pd.DataFrame({"rows": [len(frame)], "churned": [int(frame["event"].sum())]}, index=pd.Index(["all"], name="group"))
