@@ -123,11 +123,12 @@ def stage_counts(events: pd.DataFrame, *, observation_end, period: str = "M") ->
     w = ibis.window(group_by=act.customer_id, order_by=act.p)
     act = act.mutate(prev=act.p.lag().over(w), nxt=act.p.lead().over(w))
     stage = ibis.cases((act.prev.isnull(), "new"), (act.prev == act.p - 1, "returning"), else_="resurrecting")
-    active = execute(act.group_by([act.p, stage.name("stage")]).aggregate(customers=act.count()))
+    active = act.group_by([act.p.cast("int64").name("p"), stage.name("stage")]).aggregate(customers=act.count())
     gone = act.filter((act.nxt.isnull() | (act.nxt > act.p + 1)) & (act.p < last))
-    dormant = execute(gone.group_by((gone.p + 1).name("p")).aggregate(customers=gone.count()))
-    dormant["stage"] = "dormant"
-    counts = pd.concat([active, dormant]).pivot_table(index="p", columns="stage", values="customers", aggfunc="sum", fill_value=0)
+    dormant = gone.group_by((gone.p + 1).cast("int64").name("p")).aggregate(customers=gone.count())
+    # one query for both counts: the engine works out each customer's previous and next active period once
+    found = execute(ibis.union(active, dormant.select("p", stage=ibis.literal("dormant"), customers="customers"), distinct=False))
+    counts = found.pivot_table(index="p", columns="stage", values="customers", aggfunc="sum", fill_value=0)
     if counts.empty:
         return pd.DataFrame(columns=["new", "returning", "resurrecting", "dormant", "active", "pulse_ratio", "churn_pct"])
     full = range(int(counts.index.min()), last + 1)
