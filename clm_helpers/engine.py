@@ -33,7 +33,7 @@ import pandas as pd
 
 from .data import ClmError
 
-__all__ = ["ENGINES", "EngineError", "as_table", "execute", "use", "using", "current", "backend", "default_backend",
+__all__ = ["ENGINES", "EngineError", "as_table", "shared", "execute", "use", "using", "current", "backend", "default_backend",
            "spark_session", "read_parquet", "read_tables", "EVENT_TABLES", "environment"]
 
 #: The engines ``use`` accepts.
@@ -151,16 +151,58 @@ def as_table(obj, columns=None) -> ibis.Table:
             missing = [c for c in columns if c not in obj.columns]
             if missing:
                 raise KeyError(f"columns {missing} not in the frame ({list(obj.columns)})")
-        if current() == "duckdb":
-            table = _arrow_memtable(obj, columns)
-            if table is not None:
-                return table
-        df = obj if columns is None else obj[columns]
-        if df.attrs:  # Ibis' pandas path hands attrs to Arrow, which cannot serialise every value
-            df = df.copy(deep=False)
-            df.attrs = {}
-        return ibis.memtable(df)
+        entry = _shared.get(id(obj))
+        if entry is not None and entry[0] is obj:  # a frame shared by an enclosing ``shared`` block: convert it once
+            name, want = current(), list(obj.columns) if columns is None else columns
+            for cols, engine_name, table in entry[1]:
+                if engine_name == name and set(want) <= set(cols):
+                    return table if list(cols) == want else table.select(*want)
+            table = _memtable(obj, columns)
+            entry[1].append((tuple(want), name, table))
+            return table
+        return _memtable(obj, columns)
     raise TypeError(f"expected a pandas DataFrame or an Ibis table, got {type(obj).__name__}")
+
+
+#: The frames of the enclosing ``shared`` blocks: id -> (the frame, [(columns, engine, Ibis table), ...]).
+_shared: dict[int, tuple[pd.DataFrame, list]] = {}
+
+
+@contextlib.contextmanager
+def shared(*frames):
+    """Within the block, ``as_table`` converts each of ``frames`` once (per set of columns) and reuses the Ibis table.
+
+    For a function that runs several queries over the same input frames (or
+    calls other metric functions on them): the frames are turned into Arrow
+    and registered with the engine once instead of once per query. A table is
+    reused only for the very frame object it was made from (the block holds a
+    reference to each frame, so no other frame can take its id), for the same
+    engine, and only until the block ends: use it for inputs that nothing
+    modifies while the block runs (no metric function modifies its inputs).
+    Frames whose column names are not unique text are not shared.
+    """
+    added = [f for f in frames if isinstance(f, pd.DataFrame) and id(f) not in _shared
+             and f.columns.is_unique and all(isinstance(c, str) for c in f.columns)]
+    for f in added:
+        _shared[id(f)] = (f, [])
+    try:
+        yield
+    finally:
+        for f in added:
+            _shared.pop(id(f), None)
+
+
+def _memtable(obj: pd.DataFrame, columns) -> ibis.Table:
+    """A new Ibis memtable of ``obj`` (``columns`` only, when given)."""
+    if current() == "duckdb":
+        table = _arrow_memtable(obj, columns)
+        if table is not None:
+            return table
+    df = obj if columns is None else obj[columns]
+    if df.attrs:  # Ibis' pandas path hands attrs to Arrow, which cannot serialise every value
+        df = df.copy(deep=False)
+        df.attrs = {}
+    return ibis.memtable(df)
 
 
 def _arrow_memtable(df: pd.DataFrame, columns=None) -> ibis.Table | None:

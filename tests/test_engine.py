@@ -109,3 +109,40 @@ def test_the_fast_path_is_used_on_duckdb_only(ds, monkeypatch):
     monkeypatch.setattr(engine, "current", lambda: "spark")
     engine.as_table(ds.subscriptions)
     assert calls == []
+
+
+def test_shared_frames_are_converted_once_per_block(ds):
+    tx, em = ds.transactions, ds.email_events
+    with engine.shared(tx):
+        first = engine.as_table(tx, ["customer_id", "timestamp", "amount"])
+        assert engine.as_table(tx, ["customer_id", "timestamp", "amount"]) is first
+        subset = engine.as_table(tx, ["amount", "customer_id"])  # a selection of the table already made
+        assert subset.columns == ("amount", "customer_id") and subset.op().parent is first.op()
+        whole = engine.as_table(tx)  # more columns than converted so far: converted (once)
+        assert engine.as_table(tx) is whole and whole is not first
+        assert engine.as_table(em) is not engine.as_table(em)  # not listed: not shared
+        with engine.shared(tx, em):  # nested: the outer block's tables stay; em is shared inside only
+            assert engine.as_table(tx) is whole
+            assert engine.as_table(em) is engine.as_table(em)
+        assert id(em) not in engine._shared and id(tx) in engine._shared
+    assert engine._shared == {}  # no frame is held after the block
+    assert engine.as_table(tx) is not engine.as_table(tx)
+
+
+def test_a_shared_table_is_only_reused_for_the_same_frame_and_engine(ds, monkeypatch):
+    tx = ds.transactions
+    copy = tx.copy()
+    with engine.shared(tx, copy):
+        assert engine.as_table(tx) is not engine.as_table(copy)  # equal frames, different objects
+        duck = engine.as_table(tx)
+        monkeypatch.setattr(engine, "current", lambda: "spark")
+        monkeypatch.setattr(engine, "_memtable", lambda obj, columns: ("spark table", columns))
+        assert engine.as_table(tx) == ("spark table", None)
+        monkeypatch.undo()
+        assert engine.as_table(tx) is duck
+
+
+def test_frames_without_unique_text_column_names_are_not_shared():
+    df = pd.DataFrame([[1, 2]], columns=["a", "a"])
+    with engine.shared(df, pd.DataFrame([[1, 2]])):
+        assert engine._shared == {}
