@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import engine
 from .data import ClmError, SchemaError
 from .engine import as_table, execute
 
@@ -223,10 +224,11 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     criteria = _check_criteria(DEFAULT_CRITERIA if criteria is None else criteria)
     window_days = _whole(window_days, "window_days")
     end = _end(observation_end, (product_events, "timestamp"))
-    _known_events(product_events, criteria, "criteria")
+    with engine.shared(product_events):  # the event names are checked on the table the query reads: converted once
+        t = _mem(product_events, ["customer_id", "timestamp", "event"])
+        _known_events(product_events, criteria, "criteria")
     base = _base(customers, observation_start, end, window_days)
     names = list(criteria)
-    t = _mem(product_events, ["customer_id", "timestamp", "event"])
     t = t.filter(t.event.isin(names) & (t.timestamp < ibis.literal(end + pd.Timedelta(days=1))))
     c = _mem(base, ["customer_id", "signup", "horizon"])
     j = t.join(c, "customer_id")
@@ -338,7 +340,9 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
         key_events = [key_events] if isinstance(key_events, str) else list(key_events)
         if not key_events:
             raise OnboardingError("key_events must name at least one product event when product_events is given")
-        _known_events(product_events, key_events, "key_events")
+        with engine.shared(product_events):  # the event names are checked on the table the query reads: converted once
+            e = _mem(product_events, ["customer_id", "timestamp", "event"])
+            _known_events(product_events, key_events, "key_events")
     end = _end(observation_end, (transactions, "timestamp"), (product_events, "timestamp"))
     base = _base(customers, observation_start, end, within_days)
     c = _mem(base, ["customer_id", "signup", "horizon"])
@@ -349,7 +353,6 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
         t = t.filter((t.amount >= 0) & (t.timestamp < limit)).select("customer_id", "timestamp", source=ibis.literal("purchase"))
         firsts.append(t)
     if product_events is not None:
-        e = _mem(product_events, ["customer_id", "timestamp", "event"])
         e = e.filter(e.event.isin(key_events) & (e.timestamp < limit)).select("customer_id", "timestamp", source=e.event.cast("string"))
         firsts.append(e)
     ev = firsts[0] if len(firsts) == 1 else firsts[0].union(firsts[1])
@@ -495,11 +498,12 @@ def funnel(customers: pd.DataFrame, product_events: pd.DataFrame, *, steps=DEFAU
         raise OnboardingError("'signed up' is the name of the first row; rename that step or set include_signup=False")
     window_days = _whole(window_days, "window_days")
     end = _end(observation_end, (product_events, "timestamp"))
-    _known_events(product_events, steps, "steps")
+    with engine.shared(product_events):  # the event names are checked on the table the query reads: converted once
+        t = _mem(product_events, ["customer_id", "timestamp", "event"])
+        _known_events(product_events, steps, "steps")
     base = _base(customers, observation_start, end, window_days)
     eligible = base[base["eligible"]]
     c = _mem(eligible, ["customer_id", "signup", "horizon"])
-    t = _mem(product_events, ["customer_id", "timestamp", "event"])
     j = t.filter(t.event.isin(steps)).join(c, "customer_id")
     ev = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon))
     if ordered:
