@@ -236,8 +236,11 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     j = j.mutate(rn=ibis.row_number().over(group_by=[j.customer_id, j.event], order_by=j.timestamp))
     aggs = {}
     for i, (name, k) in enumerate(criteria.items()):
-        aggs[f"n_{i}"] = (j.event == name).sum()
-        aggs[f"t_{i}"] = j.timestamp.min(where=(j.event == name) & (j.rn == k - 1))  # row_number counts from 0
+        aggs[f"n_{i}"] = j.count(where=j.event == name)  # a count, not a sum of booleans (which engines widen to 128-bit)
+        # the time of the k-th event (row_number counts from 0). A customer with fewer than k such events (n_i < k) is
+        # not activated and their t_i is never read (``where(ok)`` below): it gets their first event's time instead of a
+        # missing value, so the column has no nulls and comes back from the engine as timestamps, not Python objects
+        aggs[f"t_{i}"] = ibis.coalesce(j.timestamp.min(where=(j.event == name) & (j.rn == k - 1)), j.timestamp.min())
     per = execute(j.group_by("customer_id").aggregate(**aggs))
     per["customer_id"] = per["customer_id"].astype(str)
     per = base.merge(per, on="customer_id", how="left")
@@ -246,7 +249,7 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     for i, (name, k) in enumerate(criteria.items()):
         per[f"n_{i}"] = per[f"n_{i}"].fillna(0).astype(np.int64)
         ok &= per[f"n_{i}"] >= k
-        times.append(pd.to_datetime(per[f"t_{i}"]).astype("datetime64[us]"))
+        times.append(pd.to_datetime(per[f"t_{i}"], cache=False).astype("datetime64[us]"))  # cache=False: same result, no scan
     at = pd.concat(times, axis=1).max(axis=1).where(ok)
     out = pd.DataFrame({
         "customer_id": per["customer_id"],
@@ -366,7 +369,7 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
         "customer_id": per["customer_id"],
         "signup_date": per["signup"],
         "eligible": per["eligible"].astype(bool),
-        "first_value_at": pd.to_datetime(per["timestamp"]).astype("datetime64[us]"),
+        "first_value_at": pd.to_datetime(per["timestamp"], cache=False).astype("datetime64[us]"),  # cache=False: same result, no scan
     })
     out["days_to_first_value"] = (out["first_value_at"] - out["signup_date"]).dt.total_seconds() / 86_400
     out["source"] = per["source"].astype(object).where(per["source"].notna(), "none")
