@@ -211,7 +211,7 @@ def _acquisition_days(customers: pd.DataFrame, acquired: str, transactions) -> p
     first["customer_id"] = first["customer_id"].astype(str)
     out = first.merge(frame, on="customer_id", how="left")
     out["channel"] = out["channel"].fillna(UNKNOWN_CHANNEL)
-    out["day"] = pd.to_datetime(out["first"]).dt.normalize()
+    out["day"] = pd.to_datetime(out["first"], cache=False).dt.normalize()  # cache=False: same result, no scan for repeats
     return out[["customer_id", "channel", "day"]]
 
 

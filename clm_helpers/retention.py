@@ -294,7 +294,7 @@ def customer_churn_status(transactions: pd.DataFrame, *, observation_end=None, w
     df = execute(t.group_by("customer_id").aggregate(first_purchase=day.min(), last_purchase=day.max(), purchase_days=day.nunique()))
     df = df.set_index("customer_id").sort_index()
     for c in ("first_purchase", "last_purchase"):
-        df[c] = pd.to_datetime(df[c]).astype("datetime64[us]")
+        df[c] = pd.to_datetime(df[c], cache=False).astype("datetime64[us]")  # cache=False: no scan for repeated values (same result)
     df["purchase_days"] = df["purchase_days"].astype("int64")
     df["days_since_last"] = (end - df["last_purchase"]).dt.days.astype("int64")
     df["churned"] = df["days_since_last"] >= window_days
