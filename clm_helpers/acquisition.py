@@ -98,11 +98,9 @@ class AcquisitionError(ClmError, ValueError):
 
 
 # ----------------------------------------------------------------------------- checks
-def _mem(df: pd.DataFrame):
-    """An Ibis table of a pandas frame, without its attrs (Ibis cannot serialise every attrs value)."""
-    out = df.copy(deep=False)
-    out.attrs = {}
-    return as_table(out)
+def _mem(df: pd.DataFrame, columns):
+    """An Ibis table of some columns of a pandas frame (``engine.as_table``: only those columns are converted; attrs are left out)."""
+    return as_table(df, columns)
 
 
 
@@ -208,12 +206,12 @@ def _acquisition_days(customers: pd.DataFrame, acquired: str, transactions) -> p
     if transactions is None:
         raise AcquisitionError('acquired="first_purchase" needs the transactions table (transactions=...)')
     _require(transactions, "transactions", ["customer_id", "timestamp", "amount"])
-    t = _mem(transactions[["customer_id", "timestamp", "amount"]])
+    t = _mem(transactions, ["customer_id", "timestamp", "amount"])
     first = execute(t.filter(t.amount >= 0).group_by("customer_id").aggregate(first=t.timestamp.min()))
     first["customer_id"] = first["customer_id"].astype(str)
     out = first.merge(frame, on="customer_id", how="left")
     out["channel"] = out["channel"].fillna(UNKNOWN_CHANNEL)
-    out["day"] = pd.to_datetime(out["first"]).dt.normalize()
+    out["day"] = pd.to_datetime(out["first"], cache=False).dt.normalize()  # cache=False: same result, no scan for repeats
     return out[["customer_id", "channel", "day"]]
 
 
@@ -388,8 +386,8 @@ def _margin_by_month(customers: pd.DataFrame, transactions: pd.DataFrame, months
     complete = cust[cust["signup"] + horizon <= end + pd.Timedelta(days=1)]
     if complete.empty:
         return complete[["customer_id", "channel"]], pd.DataFrame({"customer_id": [], "month": [], "net_revenue": []})
-    t = _mem(transactions[["customer_id", "timestamp", "amount"]])
-    c = _mem(complete[["customer_id", "signup"]])
+    t = _mem(transactions, ["customer_id", "timestamp", "amount"])
+    c = _mem(complete, ["customer_id", "signup"])
     j = t.join(c, "customer_id")
     days = (j.timestamp.epoch_seconds() - j.signup.epoch_seconds()) / 86_400.0
     j = j.mutate(days=days)
@@ -454,7 +452,7 @@ def _channel_cac(cac_table: pd.DataFrame) -> pd.DataFrame:
 
 def _buyers(transactions: pd.DataFrame) -> pd.Index:
     """Customers with at least one purchase (amount of 0 or more; refunds are not purchases)."""
-    t = _mem(transactions[["customer_id", "amount"]])
+    t = _mem(transactions, ["customer_id", "amount"])
     return pd.Index(execute(t.filter(t.amount >= 0).select("customer_id").distinct())["customer_id"].astype(str))
 
 

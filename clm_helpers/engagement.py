@@ -131,22 +131,23 @@ def _window(df: pd.DataFrame, column: str, start, end) -> pd.DataFrame:
         mask &= df[column] >= s
     if e is not None:
         mask &= df[column] < e + pd.Timedelta(days=1)
-    return df.loc[mask]
+    return df if mask.all() else df.loc[mask]
 
 
 def _check_sends(t) -> None:
     """Events are the contract's e-mail events, and every e-mail with an event has a 'sent' event (or rates over sent exceed 100%)."""
     unknown = t.filter(~t.event.isin(list(EMAIL_EVENTS)) | t.event.isnull())
-    n_unknown = int(execute(unknown.aggregate(n=unknown.count()))["n"].iloc[0] or 0)
+    pairs = t.group_by(["campaign_id", "customer_id"]).aggregate(has_sent=(t.event == "sent").any(), first_event=t.event.min())
+    orphans = pairs.filter(~pairs.has_sent)
+    # both checks in one query; the details of a failed check are only looked up when it fails
+    found = execute(unknown.aggregate(n_unknown=unknown.count()).cross_join(orphans.aggregate(n_orphans=orphans.count())))
+    n_unknown = int(found["n_unknown"].iloc[0] or 0)
     if n_unknown:
         total = int(execute(t.aggregate(n=t.count()))["n"].iloc[0])
         values = execute(unknown.group_by("event").aggregate(n=unknown.count()).order_by(ibis.desc("n")).limit(5))
         shown = ", ".join(f"{r.event!r} ({r.n:,})" for r in values.itertuples())
         raise SchemaError(f"email_events.event: {n_unknown:,} of {total:,} rows have a value outside {list(EMAIL_EVENTS)}: {shown}")
-    pairs = t.group_by(["campaign_id", "customer_id"]).aggregate(has_sent=(t.event == "sent").any(), first_event=t.event.min())
-    orphans = pairs.filter(~pairs.has_sent)
-    found = execute(orphans.aggregate(n=orphans.count()))
-    n = int(found["n"].iloc[0] or 0)
+    n = int(found["n_orphans"].iloc[0] or 0)
     if n:
         total = int(execute(pairs.aggregate(n=pairs.count()))["n"].iloc[0])
         examples = execute(orphans.order_by(["campaign_id", "customer_id"]).limit(3))
@@ -198,11 +199,11 @@ def email_metrics(email_events: pd.DataFrame, *, by="campaign_id", unique: bool 
     bad = [k for k in keys if k != "month" and k not in email_events.columns]
     if bad:
         raise EngagementError(f"by: {bad} is neither 'month' nor a column of email_events ({list(email_events.columns)})")
-    t = as_table(email_events)
+    extra = [k for k in keys if k not in ("month", "campaign_id", "customer_id")]
+    t = as_table(email_events, list(dict.fromkeys([*_EMAIL_COLUMNS, *extra])))
     _check_sends(t)
     t = _email_window(t, observation_start, observation_end)
 
-    extra = [k for k in keys if k not in ("month", "campaign_id", "customer_id")]
     per_email = {}
     for col, events in _COUNT_EVENTS.items():
         hit = t.event.isin(list(events))
@@ -357,7 +358,7 @@ def email_fatigue(email_events: pd.DataFrame, *, window_days: int = 30, max_rece
         raise EngagementError(f"max_recent must be at least 1, got {max_recent}")
     if not 0 < level < 1:
         raise EngagementError(f"level must be between 0 and 1, got {level}")
-    t = as_table(email_events)
+    t = as_table(email_events, list(_EMAIL_COLUMNS))
     _check_sends(t)
     s, e = _day(observation_start, "observation_start"), _day(observation_end, "observation_end")
     if s is not None and e is not None and s > e:
@@ -409,7 +410,7 @@ def email_fatigue(email_events: pd.DataFrame, *, window_days: int = 30, max_rece
 
 def _product_table(product_events: pd.DataFrame, observation_start, observation_end, events):
     _require(product_events, "product_events", ["customer_id", "timestamp", "event"])
-    df = _window(product_events, "timestamp", observation_start, observation_end)
+    df = _window(product_events[["customer_id", "timestamp", "event"]], "timestamp", observation_start, observation_end)
     if events is not None:
         events = [events] if isinstance(events, str) else list(events)
         if not events:
@@ -461,19 +462,35 @@ def active_customers(product_events: pd.DataFrame, *, freq: str = "D", observati
     if freq not in _FREQS:
         raise EngagementError(f"freq must be one of {list(_FREQS)} (day, ISO week, calendar month), got {freq!r}")
     df, end, _ = _product_table(product_events, observation_start, observation_end, events)
-    pfreq = {"D": "D", "W": "W-SUN", "M": "M"}[freq]
-    empty = pd.DataFrame({"active_customers": pd.Series(dtype="int64"), "events": pd.Series(dtype="int64")},
-                         index=pd.PeriodIndex([], freq=pfreq, name="period"))
+    return _active_counts(df, end, observation_start, (freq,))[freq]
+
+
+def _active_counts(df: pd.DataFrame, end, observation_start, freqs, t=None) -> dict[str, pd.DataFrame]:
+    """``active_customers``' table for each of ``freqs``, from one query over ``t`` (the events of ``df``, converted once)."""
+    out = {}
+    for freq in freqs:
+        pfreq = {"D": "D", "W": "W-SUN", "M": "M"}[freq]
+        out[freq] = pd.DataFrame({"active_customers": pd.Series(dtype="int64"), "events": pd.Series(dtype="int64")},
+                                 index=pd.PeriodIndex([], freq=pfreq, name="period"))
     if df.empty or end is None:
-        return empty
-    t = as_table(df)
-    key = _period_key(t.timestamp, freq).name("start")
-    counts = execute(t.group_by(key).aggregate(active_customers=t.customer_id.nunique(), events=t.count()))
+        return out
+    if t is None:
+        t = as_table(df, ["customer_id", "timestamp"])
+    parts = [t.group_by(_period_key(t.timestamp, freq).name("start"))
+             .aggregate(active_customers=t.customer_id.nunique(), events=t.count()) for freq in freqs]
+    if len(parts) > 1:  # one query: part i holds the counts per period of freqs[i]
+        found = execute(ibis.union(*[p.mutate(part=ibis.literal(i)) for i, p in enumerate(parts)], distinct=False))
+    else:
+        found = execute(parts[0]).assign(part=0)
     first = _day(observation_start, "observation_start") or df["timestamp"].min().normalize()
-    periods = _complete_periods(first, end, freq)
-    counts.index = pd.PeriodIndex(pd.to_datetime(counts["start"]), freq=pfreq)
-    out = counts[["active_customers", "events"]].reindex(periods, fill_value=0).astype("int64")
-    out.index.name = "period"
+    for i, freq in enumerate(freqs):
+        pfreq = {"D": "D", "W": "W-SUN", "M": "M"}[freq]
+        counts = found.loc[found["part"] == i, ["start", "active_customers", "events"]]
+        periods = _complete_periods(first, end, freq)
+        counts.index = pd.PeriodIndex(pd.to_datetime(counts["start"]), freq=pfreq)
+        table = counts[["active_customers", "events"]].reindex(periods, fill_value=0).astype("int64")
+        table.index.name = "period"
+        out[freq] = table
     return out
 
 
@@ -494,8 +511,10 @@ def stickiness(product_events: pd.DataFrame, *, method: str = "calendar", window
         raise EngagementError(f"method must be 'calendar' (DAU / calendar-month MAU) or 'rolling' (DAU / trailing-window MAU), got {method!r}")
     if window_days < 1:
         raise EngagementError(f"window_days must be at least 1, got {window_days}")
-    daily = active_customers(product_events, freq="D", observation_start=observation_start, observation_end=observation_end, events=events)
-    monthly = active_customers(product_events, freq="M", observation_start=observation_start, observation_end=observation_end, events=events)
+    df, end, _ = _product_table(product_events, observation_start, observation_end, events)
+    t = as_table(df, ["customer_id", "timestamp"]) if len(df) and end is not None else None  # converted once for every count below
+    both = _active_counts(df, end, observation_start, ("D", "M"), t)
+    daily, monthly = both["D"], both["M"]  # active_customers(..., freq="D") and (..., freq="M"), from one query
     cols = ["mean_dau", "mau", "stickiness_pct", "note"]
     if monthly.empty:
         return pd.DataFrame(columns=cols, index=pd.PeriodIndex([], freq="M", name="month"))
@@ -506,8 +525,7 @@ def stickiness(product_events: pd.DataFrame, *, method: str = "calendar", window
         mau = monthly["active_customers"].astype(float)
         ratio = 100 * mean_dau / mau.where(mau > 0)
     else:
-        df, _, _ = _product_table(product_events, observation_start, observation_end, events)
-        rolling = _rolling_actives(df, daily.index, window_days)
+        rolling = _rolling_actives(t, daily.index, window_days)
         day_ratio = daily["active_customers"] / rolling.where(rolling > 0)
         mau = rolling.groupby(month_of_day).mean().reindex(monthly.index)
         ratio = 100 * day_ratio.groupby(month_of_day).mean().reindex(monthly.index)
@@ -517,16 +535,22 @@ def stickiness(product_events: pd.DataFrame, *, method: str = "calendar", window
     return out
 
 
-def _rolling_actives(df: pd.DataFrame, days: pd.PeriodIndex, window_days: int) -> pd.Series:
-    """Customers with an event in the ``window_days`` days ending each day (inclusive), via non-overlapping cover intervals."""
-    t = as_table(df[["customer_id", "timestamp"]])
+def _rolling_actives(events, days: pd.PeriodIndex, window_days: int) -> pd.Series:
+    """Customers with an event in the ``window_days`` days ending each day (inclusive), via non-overlapping cover intervals.
+
+    ``events``: product events (a frame or an Ibis table) with customer_id and timestamp.
+    """
+    t = as_table(events, ["customer_id", "timestamp"])
     act = t.select(customer_id=t.customer_id, day=t.timestamp.truncate("D")).distinct()
     w = ibis.window(group_by=act.customer_id, order_by=act.day)
     nxt = act.day.lead().over(w)
     reach = act.day + ibis.interval(days=window_days)
     act = act.mutate(stop=ibis.ifelse(nxt.isnull() | (nxt > reach), reach, nxt))
-    starts = execute(act.group_by("day").aggregate(n=act.count()))
-    stops = execute(act.group_by(act.stop.name("day")).aggregate(n=act.count()))
+    # starts (part 0) and stops (part 1) per day in one query: the cover intervals are worked out once
+    both = execute(ibis.union(act.group_by("day").aggregate(n=act.count()).mutate(part=ibis.literal(0)),
+                              act.group_by(act.stop.name("day")).aggregate(n=act.count()).mutate(part=ibis.literal(1)), distinct=False))
+    starts = both.loc[both["part"] == 0, ["day", "n"]]
+    stops = both.loc[both["part"] == 1, ["day", "n"]]
     delta = (pd.Series(starts["n"].to_numpy(), index=pd.to_datetime(starts["day"])).groupby(level=0).sum()
              .sub(pd.Series(stops["n"].to_numpy(), index=pd.to_datetime(stops["day"])).groupby(level=0).sum(), fill_value=0))
     if delta.empty:
@@ -548,7 +572,7 @@ def feature_adoption(product_events: pd.DataFrame, *, observation_start=None, ob
     sorted by users, then uses, then event name (so the order never depends on the input's).
     """
     df, end, wanted = _product_table(product_events, observation_start, observation_end, None)
-    t = as_table(df)
+    t = as_table(df, ["customer_id", "event"])
     per = execute(t.group_by("event").aggregate(users=t.customer_id.nunique(), uses=t.count())).set_index("event")
     if customers is not None:
         _require(customers, "customers", ["customer_id", "signup_date"])

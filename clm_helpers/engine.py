@@ -33,7 +33,7 @@ import pandas as pd
 
 from .data import ClmError
 
-__all__ = ["ENGINES", "EngineError", "as_table", "execute", "use", "using", "current", "backend", "default_backend",
+__all__ = ["ENGINES", "EngineError", "as_table", "shared", "execute", "use", "using", "current", "backend", "default_backend",
            "spark_session", "read_parquet", "read_tables", "EVENT_TABLES", "environment"]
 
 #: The engines ``use`` accepts.
@@ -133,13 +133,123 @@ def environment(name: str = "duckdb", *, spark_master: str | None = None) -> dic
     return {"CLM_ENGINE": "spark", "CLM_SPARK_MASTER": spark_master or DEFAULT_SPARK_MASTER}
 
 
-def as_table(obj) -> ibis.Table:
-    """An Ibis table for a pandas DataFrame (registered in memory) or an Ibis table as is."""
+def as_table(obj, columns=None) -> ibis.Table:
+    """An Ibis table for a pandas DataFrame (registered in memory) or an Ibis table as is.
+
+    ``columns`` (optional) keeps only those columns: of a DataFrame, only they
+    are converted for the engine (a frame's other columns, such as long text
+    identifiers, are never copied). On the DuckDB engine a DataFrame is turned
+    into Arrow once, column by column (``_arrow_memtable``), with the schema
+    and data ``ibis.memtable`` would give it; Ibis' own path converts every
+    text column twice (once to infer its type, once to register it).
+    """
     if isinstance(obj, ibis.Table):
-        return obj
+        return obj if columns is None else obj.select(*columns)
     if isinstance(obj, pd.DataFrame):
-        return ibis.memtable(obj)
+        if columns is not None:
+            columns = list(columns)
+            missing = [c for c in columns if c not in obj.columns]
+            if missing:
+                raise KeyError(f"columns {missing} not in the frame ({list(obj.columns)})")
+        entry = _shared.get(id(obj))
+        if entry is not None and entry[0] is obj:  # a frame shared by an enclosing ``shared`` block: convert it once
+            name, want = current(), list(obj.columns) if columns is None else columns
+            for cols, engine_name, table in entry[1]:
+                if engine_name == name and set(want) <= set(cols):
+                    return table if list(cols) == want else table.select(*want)
+            table = _memtable(obj, columns)
+            entry[1].append((tuple(want), name, table))
+            return table
+        return _memtable(obj, columns)
     raise TypeError(f"expected a pandas DataFrame or an Ibis table, got {type(obj).__name__}")
+
+
+#: The frames of the enclosing ``shared`` blocks: id -> (the frame, [(columns, engine, Ibis table), ...]).
+_shared: dict[int, tuple[pd.DataFrame, list]] = {}
+
+
+@contextlib.contextmanager
+def shared(*frames):
+    """Within the block, ``as_table`` converts each of ``frames`` once (per set of columns) and reuses the Ibis table.
+
+    For a function that runs several queries over the same input frames (or
+    calls other metric functions on them): the frames are turned into Arrow
+    and registered with the engine once instead of once per query. A table is
+    reused only for the very frame object it was made from (the block holds a
+    reference to each frame, so no other frame can take its id), for the same
+    engine, and only until the block ends: use it for inputs that nothing
+    modifies while the block runs (no metric function modifies its inputs).
+    Frames whose column names are not unique text are not shared.
+    """
+    added = [f for f in frames if isinstance(f, pd.DataFrame) and id(f) not in _shared
+             and f.columns.is_unique and all(isinstance(c, str) for c in f.columns)]
+    for f in added:
+        _shared[id(f)] = (f, [])
+    try:
+        yield
+    finally:
+        for f in added:
+            _shared.pop(id(f), None)
+
+
+def _memtable(obj: pd.DataFrame, columns) -> ibis.Table:
+    """A new Ibis memtable of ``obj`` (``columns`` only, when given)."""
+    if current() == "duckdb":
+        table = _arrow_memtable(obj, columns)
+        if table is not None:
+            return table
+    df = obj if columns is None else obj[columns]
+    if df.attrs:  # Ibis' pandas path hands attrs to Arrow, which cannot serialise every value
+        df = df.copy(deep=False)
+        df.attrs = {}
+    return ibis.memtable(df)
+
+
+def _arrow_memtable(df: pd.DataFrame, columns=None) -> ibis.Table | None:
+    """``ibis.memtable(df[columns])`` with each column converted to Arrow once; None when Ibis' own path must decide.
+
+    The schema is the one ``ibis.memtable`` infers (text columns: the type of
+    ``pa.array(column, from_pandas=True)``, the very call Ibis makes to infer
+    it; other columns: from the pandas dtype) and the data registered is what
+    Ibis would register for that schema (``pa.Table.from_pandas(df,
+    schema=...)``): the text columns' arrays are the ones built to infer the
+    type, kept instead of thrown away. Frames this does not cover exactly
+    (column names that are not unique text, object columns Arrow cannot type
+    on its own, decimals) return None and go through ``ibis.memtable``.
+    """
+    import pyarrow as pa
+    from ibis.formats.pandas import PandasType
+    from ibis.formats.pyarrow import PyArrowType
+
+    names = list(df.columns) if columns is None else list(columns)
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names) \
+            or (columns is None and df.columns.inferred_type != "string"):
+        return None
+    types, arrays = {}, {}
+    for name in names:
+        col = df[name]
+        if not isinstance(col, pd.Series):  # duplicate labels in the frame
+            return None
+        if col.dtype == object:
+            try:
+                arr = pa.array(col, from_pandas=True)  # what Ibis runs to infer the type
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return None
+            dtype = PyArrowType.to_ibis(arr.type)
+            if dtype.is_decimal() or PyArrowType.from_ibis(dtype) != arr.type:
+                return None
+        else:
+            dtype = PandasType.to_ibis(col.dtype)
+            if dtype.is_decimal():
+                return None
+            try:  # what pa.Table.from_pandas(df, schema=...) runs for each column when Ibis registers the frame
+                arr = pa.array(col, type=PyArrowType.from_ibis(dtype), from_pandas=True, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                return None  # Ibis' path raises its own error when the expression runs
+        types[name], arrays[name] = dtype, arr
+    schema = ibis.schema(types)
+    table = pa.table(arrays)
+    return ibis.memtable(table, schema=schema)
 
 
 def execute(expr) -> pd.DataFrame:

@@ -73,6 +73,14 @@ def _period_start(index, period: str) -> pd.Timestamp:
     return pd.Timestamp("1969-12-29") + pd.Timedelta(weeks=int(index))
 
 
+def _periods_of(indices: pd.Series, period: str):
+    """The pandas Period of each period index, as a PeriodArray (each distinct index converted once)."""
+    if len(indices) == 0:
+        return []
+    distinct, position = np.unique(indices.to_numpy(), return_inverse=True)
+    return pd.PeriodIndex([_period_start(i, period).to_period(period) for i in distinct]).array.take(position.ravel())
+
+
 def _index_of(day: pd.Timestamp, period: str) -> int:
     if period == "M":
         return day.year * 12 + day.month - 1
@@ -91,8 +99,9 @@ def period_bounds(observation_end, *, period: str = "M") -> tuple[int, pd.Timest
 def _activity(events: pd.DataFrame, observation_end, period: str):
     """Distinct (customer, period index) pairs with activity up to the end of the last complete period."""
     last, _ = period_bounds(observation_end, period=period)
-    t = as_table(events)
-    if "amount" in events.columns:  # purchases: refunds are not activity
+    purchases = "amount" in events.columns
+    t = as_table(events, ["customer_id", "timestamp", "amount"] if purchases else ["customer_id", "timestamp"])
+    if purchases:  # purchases: refunds are not activity
         t = t.filter(t.amount >= 0)
     p = _period_index(t.timestamp, period)
     act = t.select(customer_id=t.customer_id, p=p).filter(lambda s: s.p <= last).distinct()
@@ -114,11 +123,12 @@ def stage_counts(events: pd.DataFrame, *, observation_end, period: str = "M") ->
     w = ibis.window(group_by=act.customer_id, order_by=act.p)
     act = act.mutate(prev=act.p.lag().over(w), nxt=act.p.lead().over(w))
     stage = ibis.cases((act.prev.isnull(), "new"), (act.prev == act.p - 1, "returning"), else_="resurrecting")
-    active = execute(act.group_by([act.p, stage.name("stage")]).aggregate(customers=act.count()))
+    active = act.group_by([act.p.cast("int64").name("p"), stage.name("stage")]).aggregate(customers=act.count())
     gone = act.filter((act.nxt.isnull() | (act.nxt > act.p + 1)) & (act.p < last))
-    dormant = execute(gone.group_by((gone.p + 1).name("p")).aggregate(customers=gone.count()))
-    dormant["stage"] = "dormant"
-    counts = pd.concat([active, dormant]).pivot_table(index="p", columns="stage", values="customers", aggfunc="sum", fill_value=0)
+    dormant = gone.group_by((gone.p + 1).cast("int64").name("p")).aggregate(customers=gone.count())
+    # one query for both counts: the engine works out each customer's previous and next active period once
+    found = execute(ibis.union(active, dormant.select("p", stage=ibis.literal("dormant"), customers="customers"), distinct=False))
+    counts = found.pivot_table(index="p", columns="stage", values="customers", aggfunc="sum", fill_value=0)
     if counts.empty:
         return pd.DataFrame(columns=["new", "returning", "resurrecting", "dormant", "active", "pulse_ratio", "churn_pct"])
     full = range(int(counts.index.min()), last + 1)
@@ -166,8 +176,8 @@ def customer_stages(events: pd.DataFrame, *, observation_end, period: str = "M",
     out = pd.DataFrame(
         {
             "stage": stage,
-            "first_period": [_period_start(i, period).to_period(period) for i in df["first"]],
-            "last_active_period": [_period_start(i, period).to_period(period) for i in df["last"]],
+            "first_period": _periods_of(df["first"], period),
+            "last_active_period": _periods_of(df["last"], period),
             "periods_inactive": k.astype("int64"),
         },
         index=df.index,
@@ -216,7 +226,7 @@ def metrics_mountain(customers: pd.DataFrame, transactions: pd.DataFrame, *, obs
     """
     end = pd.Timestamp(observation_end).normalize() + pd.Timedelta(days=1)
     base = customers.loc[customers["signup_date"] < end, "customer_id"]
-    tx = as_table(transactions)
+    tx = as_table(transactions, ["customer_id", "timestamp", "amount"])
     tx = tx.filter(tx.timestamp < end)
     per = execute(
         tx.group_by("customer_id").aggregate(

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import engine
 from .data import ClmError, SchemaError
 from .engine import as_table, execute
 
@@ -94,11 +95,9 @@ class OnboardingError(ClmError, ValueError):
 
 
 # ----------------------------------------------------------------------------- checks
-def _mem(df: pd.DataFrame):
-    """An Ibis table of a pandas frame, without its attrs (Ibis cannot serialise every attrs value)."""
-    out = df.copy(deep=False)
-    out.attrs = {}
-    return as_table(out)
+def _mem(df: pd.DataFrame, columns):
+    """An Ibis table of some columns of a pandas frame (``engine.as_table``: only those columns are converted; attrs are left out)."""
+    return as_table(df, columns)
 
 
 
@@ -182,7 +181,7 @@ def _extra_columns(customers: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
 
 def _known_events(product_events: pd.DataFrame, names, what: str) -> None:
     """Every configured event name occurs in product_events (a typo would give 0% silently)."""
-    t = _mem(product_events[["event"]])
+    t = _mem(product_events, ["event"])
     seen = set(execute(t.select("event").distinct())["event"].astype(str))
     absent = [n for n in names if n not in seen]
     if absent:
@@ -225,19 +224,23 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     criteria = _check_criteria(DEFAULT_CRITERIA if criteria is None else criteria)
     window_days = _whole(window_days, "window_days")
     end = _end(observation_end, (product_events, "timestamp"))
-    _known_events(product_events, criteria, "criteria")
+    with engine.shared(product_events):  # the event names are checked on the table the query reads: converted once
+        t = _mem(product_events, ["customer_id", "timestamp", "event"])
+        _known_events(product_events, criteria, "criteria")
     base = _base(customers, observation_start, end, window_days)
     names = list(criteria)
-    t = _mem(product_events[["customer_id", "timestamp", "event"]])
     t = t.filter(t.event.isin(names) & (t.timestamp < ibis.literal(end + pd.Timedelta(days=1))))
-    c = _mem(base[["customer_id", "signup", "horizon"]])
+    c = _mem(base, ["customer_id", "signup", "horizon"])
     j = t.join(c, "customer_id")
     j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon))
     j = j.mutate(rn=ibis.row_number().over(group_by=[j.customer_id, j.event], order_by=j.timestamp))
     aggs = {}
     for i, (name, k) in enumerate(criteria.items()):
-        aggs[f"n_{i}"] = (j.event == name).sum()
-        aggs[f"t_{i}"] = j.timestamp.min(where=(j.event == name) & (j.rn == k - 1))  # row_number counts from 0
+        aggs[f"n_{i}"] = j.count(where=j.event == name)  # a count, not a sum of booleans (which engines widen to 128-bit)
+        # the time of the k-th event (row_number counts from 0). A customer with fewer than k such events (n_i < k) is
+        # not activated and their t_i is never read (``where(ok)`` below): it gets their first event's time instead of a
+        # missing value, so the column has no nulls and comes back from the engine as timestamps, not Python objects
+        aggs[f"t_{i}"] = ibis.coalesce(j.timestamp.min(where=(j.event == name) & (j.rn == k - 1)), j.timestamp.min())
     per = execute(j.group_by("customer_id").aggregate(**aggs))
     per["customer_id"] = per["customer_id"].astype(str)
     per = base.merge(per, on="customer_id", how="left")
@@ -246,7 +249,7 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     for i, (name, k) in enumerate(criteria.items()):
         per[f"n_{i}"] = per[f"n_{i}"].fillna(0).astype(np.int64)
         ok &= per[f"n_{i}"] >= k
-        times.append(pd.to_datetime(per[f"t_{i}"]).astype("datetime64[us]"))
+        times.append(pd.to_datetime(per[f"t_{i}"], cache=False).astype("datetime64[us]"))  # cache=False: same result, no scan
     at = pd.concat(times, axis=1).max(axis=1).where(ok)
     out = pd.DataFrame({
         "customer_id": per["customer_id"],
@@ -340,18 +343,19 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
         key_events = [key_events] if isinstance(key_events, str) else list(key_events)
         if not key_events:
             raise OnboardingError("key_events must name at least one product event when product_events is given")
-        _known_events(product_events, key_events, "key_events")
+        with engine.shared(product_events):  # the event names are checked on the table the query reads: converted once
+            e = _mem(product_events, ["customer_id", "timestamp", "event"])
+            _known_events(product_events, key_events, "key_events")
     end = _end(observation_end, (transactions, "timestamp"), (product_events, "timestamp"))
     base = _base(customers, observation_start, end, within_days)
-    c = _mem(base[["customer_id", "signup", "horizon"]])
+    c = _mem(base, ["customer_id", "signup", "horizon"])
     limit = ibis.literal(end + pd.Timedelta(days=1))
     firsts = []
     if transactions is not None:
-        t = _mem(transactions[["customer_id", "timestamp", "amount"]])
+        t = _mem(transactions, ["customer_id", "timestamp", "amount"])
         t = t.filter((t.amount >= 0) & (t.timestamp < limit)).select("customer_id", "timestamp", source=ibis.literal("purchase"))
         firsts.append(t)
     if product_events is not None:
-        e = _mem(product_events[["customer_id", "timestamp", "event"]])
         e = e.filter(e.event.isin(key_events) & (e.timestamp < limit)).select("customer_id", "timestamp", source=e.event.cast("string"))
         firsts.append(e)
     ev = firsts[0] if len(firsts) == 1 else firsts[0].union(firsts[1])
@@ -365,7 +369,7 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
         "customer_id": per["customer_id"],
         "signup_date": per["signup"],
         "eligible": per["eligible"].astype(bool),
-        "first_value_at": pd.to_datetime(per["timestamp"]).astype("datetime64[us]"),
+        "first_value_at": pd.to_datetime(per["timestamp"], cache=False).astype("datetime64[us]"),  # cache=False: same result, no scan
     })
     out["days_to_first_value"] = (out["first_value_at"] - out["signup_date"]).dt.total_seconds() / 86_400
     out["source"] = per["source"].astype(object).where(per["source"].notna(), "none")
@@ -497,11 +501,12 @@ def funnel(customers: pd.DataFrame, product_events: pd.DataFrame, *, steps=DEFAU
         raise OnboardingError("'signed up' is the name of the first row; rename that step or set include_signup=False")
     window_days = _whole(window_days, "window_days")
     end = _end(observation_end, (product_events, "timestamp"))
-    _known_events(product_events, steps, "steps")
+    with engine.shared(product_events):  # the event names are checked on the table the query reads: converted once
+        t = _mem(product_events, ["customer_id", "timestamp", "event"])
+        _known_events(product_events, steps, "steps")
     base = _base(customers, observation_start, end, window_days)
     eligible = base[base["eligible"]]
-    c = _mem(eligible[["customer_id", "signup", "horizon"]])
-    t = _mem(product_events[["customer_id", "timestamp", "event"]])
+    c = _mem(eligible, ["customer_id", "signup", "horizon"])
     j = t.filter(t.event.isin(steps)).join(c, "customer_id")
     ev = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon))
     if ordered:
@@ -601,8 +606,8 @@ def retention_by_activation(activation_table: pd.DataFrame, transactions: pd.Dat
     base = activation_table[activation_table["eligible"].astype(bool)][["customer_id", "signup_date", "activated"]].copy()
     base["customer_id"] = base["customer_id"].astype(str)
     base["signup"] = base["signup_date"].dt.normalize().astype("datetime64[us]")
-    t = _mem(transactions[["customer_id", "timestamp", "amount"]])
-    c = _mem(base[["customer_id", "signup"]])
+    t = _mem(transactions, ["customer_id", "timestamp", "amount"])
+    c = _mem(base, ["customer_id", "signup"])
     j = t.filter((t.amount >= 0) & (t.timestamp < ibis.literal(end + pd.Timedelta(days=1)))).join(c, "customer_id")
     j = j.mutate(days=(j.timestamp.epoch_seconds() - j.signup.epoch_seconds()) / 86_400.0)
     j = j.filter((j.days >= 0) & (j.days < months * DAYS_PER_MONTH))

@@ -76,7 +76,23 @@ def stage_headlines(ds, *, observation_end=None, period: str = "M", window_month
     the catalog), the two windows in words, the notebook with the detail, and
     ``note`` (why a value is missing, or what it covers). ``attrs`` holds the
     observation end and the options.
+
+    The dataset's tables are converted for the engine once for the whole
+    call (``engine.shared``), not once per figure and window.
     """
+    from . import engine
+
+    tables = [getattr(ds, name, None) for name in ("transactions", "customers", "email_events", "product_events",
+                                                   "marketing_spend", "surveys", "subscriptions")]
+    with engine.shared(*tables):
+        return _stage_headlines(ds, observation_end=observation_end, period=period, window_months=window_months,
+                                activation_criteria=activation_criteria, activation_window_days=activation_window_days,
+                                churn_window_days=churn_window_days, clv_model=clv_model, horizon_months=horizon_months,
+                                discount_rate=discount_rate)
+
+
+def _stage_headlines(ds, *, observation_end, period, window_months, activation_criteria, activation_window_days, churn_window_days,
+                     clv_model, horizon_months, discount_rate) -> pd.DataFrame:
     from . import acquisition, clv, engagement, lifecycle, onboarding, retention, survey
 
     if period not in _PERIODS:

@@ -179,7 +179,7 @@ def cohort_matrix(transactions: pd.DataFrame, *, period: str = "M", value: str =
     _require(transactions, "transactions", ["customer_id", "timestamp", "amount"])
     end = _tx_end(transactions, observation_end)
     last = _last_complete(end, period)
-    t = as_table(transactions)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.filter(t.timestamp < ibis.literal(end + pd.Timedelta(days=1)))
     t = t.mutate(p=_period_index(t.timestamp, period))
     t = t.filter(t.p <= last)
@@ -214,22 +214,39 @@ def cohort_matrix(transactions: pd.DataFrame, *, period: str = "M", value: str =
         pivot = pivot.fillna(0.0).iloc[:, ::-1].cumsum(axis=1).iloc[:, ::-1]
     observed = np.array([[c + k <= last for k in ks] for c in cohorts])
     pivot = pivot.where(observed, np.nan).where(~observed | pivot.notna(), 0.0)
-    sizes = pivot[0]
-    if normalize:
-        empty = sizes.index[sizes.fillna(0) == 0]
-        if len(empty):
-            what = "no first purchase" if value == "customers" else "no positive net revenue in period 0"
-            notes.append(f"{len(empty)} cohort(s) with {what}: {', '.join(str(_period_of(c, period)) for c in empty[:5])}"
-                         f"{' ...' if len(empty) > 5 else ''} (percentages missing)")
-        if value == "revenue":
-            nonpos = sizes.index[sizes < 0]
-            if len(nonpos):
-                notes.append(f"{len(nonpos)} cohort(s) with negative net revenue in period 0 (percentages missing)")
-        pivot = 100 * pivot.div(sizes.where(sizes > 0), axis=0)
     pivot.index = pd.PeriodIndex([_period_of(c, period) for c in cohorts], freq=_PANDAS_FREQ[period], name="cohort")
     pivot.columns = pd.Index(list(ks), name=f"{PERIOD_NAMES[period]}s since first purchase")
-    pivot.attrs.update(value=value, method=method, normalize=normalize, period=period, observation_end=str(end.date()), notes=notes)
-    return pivot
+    pivot.attrs.update(value=value, method=method, normalize=False, period=period, observation_end=str(end.date()), notes=notes)
+    return cohort_percentages(pivot) if normalize else pivot
+
+
+def cohort_percentages(counts: pd.DataFrame) -> pd.DataFrame:  # not in __all__ (yet): every __all__ function needs a catalog entry
+    """A cohort matrix of counts or money (``cohort_matrix(..., normalize=False)``) as % of each cohort's period 0.
+
+    The same table as ``cohort_matrix(..., normalize=True)`` on the same
+    transactions and options, without running the query again: cohorts whose
+    period 0 is 0 (or, for revenue, negative) have missing percentages, and
+    ``attrs["notes"]`` says which.
+    """
+    if not isinstance(counts, pd.DataFrame) or 0 not in counts.columns or "value" not in counts.attrs:
+        raise RetentionError("counts must be a cohort_matrix(..., normalize=False) with a period-0 column")
+    if counts.attrs.get("normalize"):
+        raise RetentionError("counts already holds percentages")
+    value = counts.attrs["value"]
+    notes = list(counts.attrs.get("notes", []))
+    sizes = counts[0]
+    empty = sizes.index[sizes.fillna(0) == 0]
+    if len(empty):
+        what = "no first purchase" if value == "customers" else "no positive net revenue in period 0"
+        notes.append(f"{len(empty)} cohort(s) with {what}: {', '.join(str(c) for c in empty[:5])}"
+                     f"{' ...' if len(empty) > 5 else ''} (percentages missing)")
+    if value == "revenue":
+        nonpos = sizes.index[sizes < 0]
+        if len(nonpos):
+            notes.append(f"{len(nonpos)} cohort(s) with negative net revenue in period 0 (percentages missing)")
+    out = 100 * counts.div(sizes.where(sizes > 0), axis=0)
+    out.attrs = {**counts.attrs, "normalize": True, "notes": notes}
+    return out
 
 
 def retention_curve(counts: pd.DataFrame) -> pd.DataFrame:
@@ -270,13 +287,13 @@ def customer_churn_status(transactions: pd.DataFrame, *, observation_end=None, w
     _check_window(window_days)
     _require(transactions, "transactions", ["customer_id", "timestamp", "amount"])
     end = _tx_end(transactions, observation_end)
-    t = as_table(transactions)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.filter((t.timestamp < ibis.literal(end + pd.Timedelta(days=1))) & (t.amount >= 0))
     day = t.timestamp.truncate("D")
     df = execute(t.group_by("customer_id").aggregate(first_purchase=day.min(), last_purchase=day.max(), purchase_days=day.nunique()))
     df = df.set_index("customer_id").sort_index()
     for c in ("first_purchase", "last_purchase"):
-        df[c] = pd.to_datetime(df[c]).astype("datetime64[us]")
+        df[c] = pd.to_datetime(df[c], cache=False).astype("datetime64[us]")  # cache=False: no scan for repeated values (same result)
     df["purchase_days"] = df["purchase_days"].astype("int64")
     df["days_since_last"] = (end - df["last_purchase"]).dt.days.astype("int64")
     df["churned"] = df["days_since_last"] >= window_days
@@ -287,7 +304,7 @@ def customer_churn_status(transactions: pd.DataFrame, *, observation_end=None, w
 def _streaks(transactions: pd.DataFrame, end: pd.Timestamp, window_days: int):
     """Per purchase day: ``stop``, the day the activity it starts ends (the next purchase day, or day + window: a lapse),
     ``lapses`` (no purchase within the window after it) and ``begin``, the first day of the unbroken activity it belongs to."""
-    t = as_table(transactions)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.filter((t.timestamp < ibis.literal(end + pd.Timedelta(days=1))) & (t.amount >= 0))
     act = t.select(customer_id=t.customer_id, day=t.timestamp.truncate("D")).distinct()
     w = ibis.window(group_by=act.customer_id, order_by=act.day)
@@ -317,13 +334,21 @@ def inactivity_churn(transactions: pd.DataFrame, *, observation_end=None, window
     end = _tx_end(transactions, observation_end)
     last = _last_complete(end, period)
     s = _streaks(transactions, end, window_days)
-    starts = execute(s.group_by("day").aggregate(n=s.count()))
-    stops = execute(s.group_by(s.stop.name("day")).aggregate(n=s.count()))
     lapse = s.filter(s.lapses)
     # churned in period p: the lapse falls in p and the unbroken activity it ends began before p (active at its start)
     lapse = lapse.mutate(p=_period_index(lapse.stop, period), p_begin=_period_index(lapse.begin, period))
     lapse = lapse.filter(lapse.p_begin < lapse.p)
-    lapsed = execute(lapse.group_by("p").aggregate(churned=lapse.count()))
+    # the three counts in one query, so the engine works out the streaks once: part 0 activity starts per day,
+    # 1 activity stops per day, 2 churned per period (day and p are placeholders where they do not apply)
+    no_day, no_p = ibis.literal(pd.Timestamp("1970-01-01")), ibis.literal(0).cast("int64")
+    parts = execute(ibis.union(
+        s.group_by("day").aggregate(n=s.count()).select(part=ibis.literal(0), day="day", p=no_p, n="n"),
+        s.group_by(s.stop.name("day")).aggregate(n=s.count()).select(part=ibis.literal(1), day="day", p=no_p, n="n"),
+        lapse.group_by("p").aggregate(n=lapse.count()).select(part=ibis.literal(2), day=no_day, p=lapse.p.cast("int64"), n="n"),
+        distinct=False))
+    starts = parts.loc[parts["part"] == 0, ["day", "n"]].sort_values("day", kind="stable").reset_index(drop=True)
+    stops = parts.loc[parts["part"] == 1, ["day", "n"]].sort_values("day", kind="stable").reset_index(drop=True)
+    lapsed = parts.loc[parts["part"] == 2, ["p", "n"]].rename(columns={"n": "churned"}).reset_index(drop=True)
     if starts.empty:
         raise RetentionError(f"transactions: no purchase on or before {end.date()}")
     first_p = _index_of(pd.Timestamp(starts["day"].min()), period)
@@ -579,7 +604,7 @@ def subscription_durations(subscriptions: pd.DataFrame, *, observation_end=None,
 
 
 def customer_lifetimes(transactions: pd.DataFrame, *, observation_end=None, window_days: int = 180, churn_at: str = "last_purchase",
-                       customers: pd.DataFrame | None = None) -> pd.DataFrame:
+                       customers: pd.DataFrame | None = None, status: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per customer with a purchase: duration_days and churned (by the inactivity rule), for survival analysis.
 
     A customer has churned when they made no purchase in the ``window_days``
@@ -589,11 +614,20 @@ def customer_lifetimes(transactions: pd.DataFrame, *, observation_end=None, wind
     ``churn_at="declared"``: churn happens when it is declared, window_days
     after the last purchase, and a customer not churned is censored at
     ``observation_end``. With ``customers``, adds acquisition_channel,
-    country, region, age_band and plan.
+    country, region, age_band and plan. ``status``: the
+    ``customer_churn_status`` of the same transactions, observation end and
+    window, when it is already at hand (it is computed here otherwise).
     """
     if churn_at not in ("last_purchase", "declared"):
         raise RetentionError(f"churn_at must be 'last_purchase' or 'declared', got {churn_at!r}")
-    status = customer_churn_status(transactions, observation_end=observation_end, window_days=window_days)
+    if status is None:
+        status = customer_churn_status(transactions, observation_end=observation_end, window_days=window_days)
+    else:
+        _require(status, "status (from customer_churn_status)", ["first_purchase", "last_purchase", "churned"])
+        end = str(_tx_end(transactions, observation_end).date())
+        if status.attrs.get("window_days") != window_days or status.attrs.get("observation_end") != end:
+            raise RetentionError(f"status is for window_days={status.attrs.get('window_days')!r} at {status.attrs.get('observation_end')}; "
+                                 f"these lifetimes are for window_days={window_days!r} at {end}")
     end = pd.Timestamp(status.attrs["observation_end"])
     if churn_at == "last_purchase":
         stop = status["last_purchase"]
@@ -665,15 +699,21 @@ def kaplan_meier(durations: pd.DataFrame, *, by: str | None = None, level: float
 
 
 def survival_summary(durations: pd.DataFrame, *, by: str | None = None, at=(30, 90, 180, 365), level: float = 0.95,
-                     duration: str = "duration_days", event: str = "churned") -> pd.DataFrame:
+                     duration: str = "duration_days", event: str = "churned", curves: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per group: rows, churned, median survival (days) and the Kaplan-Meier survival (%) at the days in ``at``.
 
     median_days is the first time survival falls to 50% or below; it is
     missing, with the reason in note, when survival never falls that low in
     the data ("not reached"). survival_<t>d is missing when t is beyond the
-    group's longest observed duration ("not observed").
+    group's longest observed duration ("not observed"). ``curves``: the
+    ``kaplan_meier`` result for the same durations, ``by`` and ``level``,
+    when it is already at hand (it is fitted here otherwise).
     """
-    curves = kaplan_meier(durations, by=by, level=level, duration=duration, event=event)
+    if curves is None:
+        curves = kaplan_meier(durations, by=by, level=level, duration=duration, event=event)
+    elif curves.attrs.get("by") != by or curves.attrs.get("level") != level:
+        raise RetentionError(f"curves were fitted with by={curves.attrs.get('by')!r}, level={curves.attrs.get('level')!r}; "
+                             f"this summary asks for by={by!r}, level={level!r}")
     frame, _ = _durations(durations, by, duration, event)
     sizes = frame.groupby("group").agg(rows=("event", "size"), churned=("event", "sum")) if by else \
         pd.DataFrame({"rows": [len(frame)], "churned": [int(frame["event"].sum())]}, index=pd.Index(["all"], name="group"))

@@ -126,3 +126,21 @@ def test_lifecycle_score_combines_health_and_value_rank():
     score = lifecycle.lifecycle_score(stages, pd.Series({"A": 60.0, "B": 10.0, "C": 8.0, "D": 4.0}))
     # ranks among 4: A 1.0, B 0.75, C 0.5, D 0.25; health A 1, B 0 (churned), C 1 (new), D 0.5 (dormant)
     assert score["score"].to_dict() == {"A": 100.0, "C": 75.0, "D": 37.5, "B": 37.5}
+
+
+@pytest.mark.parametrize("period", ["M", "W"])
+def test_customer_stages_periods_are_each_customers_own_period(period):
+    """The periods (converted once per distinct index) are the ones each customer's index gives one by one."""
+    rng = np.random.default_rng(3)
+    tx = pd.DataFrame({"customer_id": [f"C{i % 40:02d}" for i in range(400)],
+                       "timestamp": pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 540, 400), unit="D"),
+                       "amount": rng.normal(20, 10, 400)})
+    stages = lifecycle.customer_stages(tx, observation_end="2024-06-30", period=period)
+    per = lifecycle._activity(tx, "2024-06-30", period)[0]
+    ends = lifecycle.execute(per.group_by("customer_id").aggregate(first=per.p.min(), last=per.p.max())).set_index("customer_id")
+    ends = ends.reindex(stages.index)
+    for column, source in (("first_period", "first"), ("last_active_period", "last")):
+        one_by_one = pd.Series([lifecycle._period_start(i, period).to_period(period) for i in ends[source]], index=stages.index,
+                               name=column)
+        pd.testing.assert_series_equal(stages[column], one_by_one)
+    assert lifecycle._periods_of(pd.Series([], dtype="int64"), period) == []

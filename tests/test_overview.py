@@ -88,3 +88,19 @@ def test_bad_options_are_refused(sample):
         overview.stage_headlines(sample, period="D")
     with pytest.raises(OptionError, match="window_months must be at least 1"):
         overview.stage_headlines(sample, window_months=0)
+
+
+def test_sharing_the_tables_changes_no_figure_and_modifies_no_table(sample, table, monkeypatch):
+    """stage_headlines converts each table once (engine.shared): the same table as converting per query, inputs untouched."""
+    import contextlib
+
+    from clm_helpers import engine
+
+    before = {name: df.copy() for name, df in sample.tables().items()}
+    shared = overview.stage_headlines(sample, observation_end="2024-12-31", clv_model="bgnbd")
+    for name, df in sample.tables().items():
+        pd.testing.assert_frame_equal(df, before[name], obj=name)
+    pd.testing.assert_frame_equal(shared, table)
+    monkeypatch.setattr(engine, "shared", lambda *frames: contextlib.nullcontext())
+    one_by_one = overview.stage_headlines(sample, observation_end="2024-12-31", clv_model="bgnbd")
+    pd.testing.assert_frame_equal(shared, one_by_one, check_exact=False, rtol=1e-9, atol=0)

@@ -318,3 +318,52 @@ def test_survival_input_errors_and_missing_groups():
         retention.kaplan_meier(DUR.assign(churned=["yes"] * 7))
     unlabelled = DUR.assign(group=["x"] * 5 + [None, None])
     assert set(retention.kaplan_meier(unlabelled, by="group")["group"]) == {"x", "(missing)"}
+
+
+def _random_purchases(seed=7, n=600):
+    rng = np.random.default_rng(seed)
+    return purchases([(f"C{rng.integers(60):02d}", pd.Timestamp("2023-01-01") + pd.Timedelta(days=int(d)), float(a))
+                      for d, a in zip(rng.integers(0, 600, n), rng.normal(30, 40, n).round(2))])
+
+
+@pytest.mark.parametrize("value,method,period", [("customers", "classic", "M"), ("customers", "rolling", "Q"),
+                                                 ("revenue", "classic", "M"), ("customers", "classic", "W"),
+                                                 ("revenue", "classic", "W")])
+def test_cohort_percentages_of_the_counts_are_the_normalized_matrix(value, method, period):
+    """Percentages from the counts (no second query) equal the matrix asked for in %: each row over its period 0."""
+    for tx, end in ((TX, END), (_random_purchases(), "2024-08-20")):
+        if value == "revenue" and method == "rolling":
+            continue
+        counts = retention.cohort_matrix(tx, value=value, method=method, period=period, normalize=False, observation_end=end)
+        pct = retention.cohort_percentages(counts)
+        pd.testing.assert_frame_equal(pct, retention.cohort_matrix(tx, value=value, method=method, period=period, observation_end=end))
+        size = counts[0].where(counts[0] > 0)
+        expected = counts.apply(lambda col: 100 * col / size)
+        pd.testing.assert_frame_equal(pct, expected, check_exact=False, rtol=1e-12)
+        assert pct.attrs == {**counts.attrs, "normalize": True, "notes": pct.attrs["notes"]}
+        assert pct.attrs["notes"][:len(counts.attrs["notes"])] == counts.attrs["notes"]
+    with pytest.raises(RetentionError, match="already holds percentages"):
+        retention.cohort_percentages(pct)
+
+
+def test_survival_summary_reuses_the_fitted_curves():
+    for by in ("group", None):
+        km = retention.kaplan_meier(DUR, by=by)
+        pd.testing.assert_frame_equal(retention.survival_summary(DUR, by=by, at=(4, 10), curves=km),
+                                      retention.survival_summary(DUR, by=by, at=(4, 10)))
+    with pytest.raises(RetentionError, match="curves were fitted with by=None"):
+        retention.survival_summary(DUR, by="group", curves=retention.kaplan_meier(DUR))
+
+
+def test_customer_lifetimes_reuse_the_churn_status():
+    customers = pd.DataFrame({"customer_id": list("ABCD"), "acquisition_channel": ["x", "y", "x", None]})
+    for churn_at in ("last_purchase", "declared"):
+        status = retention.customer_churn_status(TX, observation_end=END, window_days=60)
+        got = retention.customer_lifetimes(TX, observation_end=END, window_days=60, churn_at=churn_at, customers=customers, status=status)
+        want = retention.customer_lifetimes(TX, observation_end=END, window_days=60, churn_at=churn_at, customers=customers)
+        pd.testing.assert_frame_equal(got, want)
+        assert got.attrs == want.attrs
+    with pytest.raises(RetentionError, match="status is for window_days=60"):
+        retention.customer_lifetimes(TX, observation_end=END, window_days=90, status=status)
+    with pytest.raises(RetentionError, match="at 2024-04-30"):
+        retention.customer_lifetimes(TX, observation_end="2024-03-31", window_days=60, status=status)
