@@ -63,6 +63,7 @@ __all__ = [
     "PERIODS",
     "PERIOD_NAMES",
     "cohort_matrix",
+    "cohort_percentages",
     "retention_curve",
     "customer_churn_status",
     "inactivity_churn",
@@ -220,7 +221,7 @@ def cohort_matrix(transactions: pd.DataFrame, *, period: str = "M", value: str =
     return cohort_percentages(pivot) if normalize else pivot
 
 
-def cohort_percentages(counts: pd.DataFrame) -> pd.DataFrame:  # not in __all__ (yet): every __all__ function needs a catalog entry
+def cohort_percentages(counts: pd.DataFrame) -> pd.DataFrame:
     """A cohort matrix of counts or money (``cohort_matrix(..., normalize=False)``) as % of each cohort's period 0.
 
     The same table as ``cohort_matrix(..., normalize=True)`` on the same

@@ -24,6 +24,7 @@ NOT_METRICS = {
     "clv.simulate_transactions",
     # retention: data shaping for the survival functions
     "retention.subscription_durations", "retention.customer_lifetimes",
+    "retention.cohort_percentages",  # cohort_matrix(normalize=True) from counts already computed (its entry covers it)
     # segmentation: the steps and shaping behind rfm_segments, and the campaign lists
     "segmentation.assign_segments", "segmentation.rfm_snapshots", "segmentation.score_ranges", "segmentation.segment_exports",
 }
