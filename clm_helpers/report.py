@@ -431,7 +431,7 @@ _ENGINE = "clm"
 
 
 def _papermill_engine() -> str:
-    """Register (once per process) and name the Papermill engine the runner uses: nbclient's, with cheap progress saves.
+    """Register and name the Papermill engine the runner uses: nbclient's, with cheap progress saves.
 
     Papermill writes the output notebook when each cell starts and ends, so
     that a run stopped mid-way shows how far it got (the runner reads it to
@@ -457,8 +457,7 @@ def _papermill_engine() -> str:
             nb_man.save = save
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
-    if _ENGINE not in papermill_engines._engines:
-        papermill_engines.register(_ENGINE, CheckpointEngine)
+    papermill_engines.register(_ENGINE, CheckpointEngine)  # replaces this process's earlier registration, if any
     return _ENGINE
 
 
