@@ -370,7 +370,8 @@ def rfm_summary(transactions, *, observation_end, calibration_end=None, time_uni
     fast = _per_customer_arrays(transactions, obs, cal) if engine.current() == "duckdb" else None
     if fast is None and isinstance(transactions, pd.DataFrame) and "customer_id" in transactions.columns:
         _check_id_types(transactions["customer_id"])
-    t = engine.as_table(transactions if fast is None else transactions.head(0))  # with fast, the expression is not run
+    columns = ["customer_id", "timestamp", "amount"] if isinstance(transactions, pd.DataFrame) else None  # checked above
+    t = engine.as_table(transactions if fast is None else transactions.head(0), columns)  # with fast, the expression is not run
     _require(t, ["customer_id", "timestamp", "amount"])
     t = t.select(customer_id=t.customer_id, day=t.timestamp.cast("timestamp").date(), amount=t.amount.cast("float64"))
     t = t.filter(t.day <= obs.date())
@@ -2004,7 +2005,7 @@ def repeat_transaction_tracking(transactions, summary: pd.DataFrame, models: dic
     start = first.min()
     n_periods = int(math.ceil(((obs - start).days + 1) / unit))
     edges = np.arange(1, n_periods + 1) * unit  # days since start at each period end
-    t = engine.as_table(transactions)
+    t = engine.as_table(transactions, ["customer_id", "timestamp", "amount"] if isinstance(transactions, pd.DataFrame) else None)
     t = t.select(customer_id=t.customer_id, day=t.timestamp.cast("timestamp").date(), amount=t.amount.cast("float64"))
     t = t.filter((t.day <= obs.date()) & (t.amount >= 0))
     days = t.select("customer_id", "day").distinct()

@@ -914,7 +914,7 @@ def monthly_counts(df: pd.DataFrame, table: str) -> pd.DataFrame:
     from .engine import as_table, execute
 
     time_col = SCHEMAS[table].time_column
-    t = as_table(df)
+    t = as_table(df, [time_col] + (["customer_id"] if "customer_id" in df.columns else []))  # only what is counted
     month = t[time_col].truncate("M").name("month")
     agg = {"rows": t.count()}
     if "customer_id" in df.columns:
@@ -928,7 +928,7 @@ def per_customer_counts(df: pd.DataFrame) -> pd.Series:
     """Rows per customer (aggregated by the engine), as a Series indexed by customer_id."""
     from .engine import as_table, execute
 
-    t = as_table(df)
+    t = as_table(df, ["customer_id"])
     out = execute(t.group_by("customer_id").aggregate(rows=t.count()))
     return out.set_index("customer_id")["rows"].sort_index()
 
