@@ -51,10 +51,42 @@ class EngineError(ClmError, RuntimeError):
 _selected: dict = {"name": None, "backend": None}
 
 
+#: Environment variables that size the embedded DuckDB (set by the report runner for its kernels, or by hand).
+DUCKDB_THREADS_ENV, DUCKDB_MEMORY_ENV = "CLM_DUCKDB_THREADS", "CLM_DUCKDB_MEMORY_LIMIT"
+
+
 @functools.cache
 def default_backend():
-    """The process-wide embedded DuckDB connection (in memory, no server); files are read through it."""
-    return ibis.duckdb.connect()
+    """The process-wide embedded DuckDB connection (in memory, no server); files are read through it.
+
+    ``$CLM_DUCKDB_THREADS`` and ``$CLM_DUCKDB_MEMORY_LIMIT`` (e.g. ``"4GB"``)
+    override DuckDB's defaults (all cores; 80% of the machine's memory, per
+    connection). The report runner sets them for its kernels so that
+    ``--jobs`` notebooks side by side share the cores and the memory instead
+    of each claiming all of them.
+    """
+    config = {key: os.environ[env] for key, env in (("threads", DUCKDB_THREADS_ENV), ("memory_limit", DUCKDB_MEMORY_ENV))
+              if os.environ.get(env)}
+    return ibis.duckdb.connect(**config)
+
+
+def duckdb_environment(jobs: int) -> dict[str, str]:
+    """What ``jobs`` kernels side by side should give DuckDB each: an equal share of the cores and of 80% of the memory.
+
+    Settings already in the environment are kept (a user's choice wins).
+    """
+    jobs = max(1, int(jobs))
+    out = {}
+    if not os.environ.get(DUCKDB_THREADS_ENV):
+        out[DUCKDB_THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // jobs))
+    if not os.environ.get(DUCKDB_MEMORY_ENV):
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            total = None
+        if total:
+            out[DUCKDB_MEMORY_ENV] = f"{max(256, int(total * 0.8 / jobs / 2**20))}MB"
+    return out
 
 
 def _check_name(name: str) -> str:

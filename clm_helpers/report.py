@@ -732,6 +732,9 @@ def _run(server, notebooks_dir, out_root, *, parameters, per_notebook, only, job
     from . import engine as engines
 
     env = engines.environment(engine, spark_master=spark_master)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    if env.get("CLM_ENGINE") == "duckdb":
+        env.update(engines.duckdb_environment(jobs))  # the notebooks side by side share the cores and memory
     out_root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(out_root)
     run_id = run_id or _new_run_id(out_root)
