@@ -809,7 +809,8 @@ def _finish_run(result: RunResult, tmp: Path, *, per_notebook) -> None:
     _write_run(result, tmp, per_notebook=per_notebook)
     for leftover in (".pid", ".plan.json"):
         (tmp / leftover).unlink(missing_ok=True)
-    for scratch in (".results", ".dataset", ".kernels"):  # .dataset: the run's validated copy of the data, never published
+    # .dataset: the run's validated copy of the data, never published; .tmp: DuckDB's spill files (kernels run in the folder)
+    for scratch in (".results", ".dataset", ".kernels", ".tmp"):
         shutil.rmtree(tmp / scratch, ignore_errors=True)
     for partial in tmp.glob(".*.partial"):  # a progress save cut short by a killed worker
         partial.unlink(missing_ok=True)
