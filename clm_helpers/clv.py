@@ -2005,7 +2005,7 @@ def repeat_transaction_tracking(transactions, summary: pd.DataFrame, models: dic
     start = first.min()
     n_periods = int(math.ceil(((obs - start).days + 1) / unit))
     edges = np.arange(1, n_periods + 1) * unit  # days since start at each period end
-    t = engine.as_table(transactions, ["customer_id", "timestamp", "amount"] if isinstance(transactions, pd.DataFrame) else None)
+    t = engine.as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.select(customer_id=t.customer_id, day=t.timestamp.cast("timestamp").date(), amount=t.amount.cast("float64"))
     t = t.filter((t.day <= obs.date()) & (t.amount >= 0))
     days = t.select("customer_id", "day").distinct()

@@ -524,7 +524,7 @@ _SIGNALS = {9: "SIGKILL (killed, e.g. by the out-of-memory killer)", 15: "SIGTER
 def _worker(name: str, path: Path, parameters: dict, folder: Path, show_code: bool, title: str, env: dict) -> None:
     """One notebook in its own process group (with its kernel), its result written to ``.results/<name>.json``."""
     os.setpgrp()  # the runner can stop this notebook and its kernel together
-    os.environ.update(env)  # the kernel inherits it: the engine (CLM_ENGINE, CLM_SPARK_MASTER)
+    os.environ.update(env)  # the kernel inherits it: the engine and DuckDB's share (CLM_ENGINE, CLM_DUCKDB_THREADS, ...)
     from . import kernels
 
     connections = folder / ".kernels"  # the kernel's connection file: in the run's folder, removed with its scratch
@@ -750,7 +750,7 @@ def _run(server, notebooks_dir, out_root, *, parameters, per_notebook, only, job
         cache_env = _dataset_cache(parameters.get("dataset"), tmp / ".dataset")
         _warm_up_rendering()
         env = {**env, **server.environment(), **cache_env}
-        result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=max(1, jobs or os.cpu_count() or 1),
+        result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=jobs,
                                                             show_code=show_code, title=title, progress=progress,
                                                             timeout=notebook_timeout, env=env)
     progress.close()

@@ -182,7 +182,7 @@ def rfm_values(transactions, *, observation_end=None, window_days: int | None = 
             if empty.any():
                 raise SchemaError(f"transactions.{column}: {int(empty.sum()):,} of {len(transactions):,} rows are empty "
                                   f"(e.g. rows {_examples(transactions.index[empty])})")
-    t = as_table(transactions, ["customer_id", "timestamp", "amount"] if isinstance(transactions, pd.DataFrame) else None)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.select(customer_id=t.customer_id.cast("string"), day=t.timestamp.cast("timestamp").date(), amount=t.amount.cast("float64"))
     end = parse_day(observation_end, "observation_end")
     if end is None:

@@ -270,7 +270,7 @@ def behaviour_by_nps_group(surveys: pd.DataFrame, transactions: pd.DataFrame, *,
 
     end = pd.Timestamp(observation_end).normalize() + pd.Timedelta(days=1)
     group = latest_nps_group(surveys, observation_end=observation_end)
-    t = as_table(transactions, ["customer_id", "timestamp", "amount"] if isinstance(transactions, pd.DataFrame) else None)
+    t = as_table(transactions, ["customer_id", "timestamp", "amount"])
     t = t.filter(t.timestamp < end)
     per = execute(t.group_by("customer_id").aggregate(
         revenue=t.amount.sum(), purchase_days=t.timestamp.date().nunique(where=t.amount >= 0),
