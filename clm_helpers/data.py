@@ -12,6 +12,11 @@ Conventions, applied to every table:
 
 * identifiers are text (``"00042"`` stays ``"00042"``; a CSV's integer ids are
   read as text, never as numbers);
+* identifiers and text columns have the dtype ``TEXT``: pandas' Arrow-backed
+  string dtype with NaN for a missing value (``str``, the default in pandas 3).
+  The strings stay in Arrow memory: a million customers' 40 million event rows
+  take a third of the memory Python strings took, and the engine (DuckDB,
+  Spark) reads them without a conversion;
 * timestamps are ``datetime64[us]`` without a time zone: values that carry a
   zone or offset are converted to UTC, naive values are taken to be UTC (a
   column that mixes the two is kept, with a note counting each kind);
@@ -50,6 +55,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: The dtype of identifiers and text in every validated table: Arrow-backed strings, NaN when missing
+#: (pandas 3's default ``str``; comparisons give numpy booleans, as with Python strings).
+TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
+
 __all__ = [
     "ClmError",
     "SchemaError",
@@ -65,6 +74,7 @@ __all__ = [
     "validate_table",
     "check_references",
     "write_table",
+    "TEXT",
 ]
 
 
@@ -321,7 +331,7 @@ def _parse_ids(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd.
         out = out.mask(out == "")
     if not col.nullable:
         _fail(table, col.name, df, out.isna(), "have no identifier (empty)")
-    return out.astype(object).where(out.notna(), None) if col.nullable else out.astype(str)
+    return out.astype(TEXT)
 
 
 #: A time of day followed by a zone: Z or an offset such as +02:00, -0500, +01.
@@ -390,7 +400,7 @@ def _parse_text(table: str, col: Column, raw: pd.Series, df: pd.DataFrame) -> pd
                 f"{table}.{col.name}: {int(bad.sum()):,} of {len(df):,} rows have a value outside "
                 f"{list(col.allowed)}: {shown} (e.g. {_examples(df, bad, col.name)})"
             )
-    return out.astype(object).where(out.notna(), None)
+    return out.astype(TEXT)
 
 
 _PARSERS = {
@@ -787,17 +797,13 @@ def _validate_arrow(table: str, source, *, mapping: dict[str, str] | None = None
 
 
 def _columns_frame(table: str, columns: dict, n_rows: int) -> pd.DataFrame:
-    """The pandas table ``validate_table`` returns, from the Arrow path's columns: text as Python strings
-    (missing: None; equal strings share one object), timestamps datetime64[us], numbers float64.
-    ``columns`` is emptied on the way, so that each Arrow column goes once converted."""
+    """The pandas table ``validate_table`` returns, from the Arrow path's columns: text as ``TEXT`` over the
+    Arrow strings themselves (no copy of the characters), timestamps datetime64[us], numbers float64.
+    ``columns`` is emptied on the way."""
     out = {}
     for name in list(columns):
         values = columns.pop(name)
-        if isinstance(values, np.ndarray):
-            out[name] = values
-        else:  # distinct identifiers have nothing to share, and looking for it costs ten times the conversion
-            unique = any(c.name == name and c.unique for c in SCHEMAS[table].columns)
-            out[name] = values.to_pandas(deduplicate_objects=not unique).to_numpy(dtype=object)
+        out[name] = values if isinstance(values, np.ndarray) else pd.Series(TEXT.__from_arrow__(values), copy=False)
     return pd.DataFrame(out, index=pd.RangeIndex(n_rows), copy=False)
 
 

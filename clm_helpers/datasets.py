@@ -141,7 +141,7 @@ def from_frames(name: str = "frames", *, mapping: dict[str, dict[str, str]] | No
 
 def _customers_from_transactions(tx: pd.DataFrame) -> pd.DataFrame:
     first = tx.groupby("customer_id", sort=True)["timestamp"].min().dt.normalize()
-    return pd.DataFrame({"customer_id": first.index.astype(str), "signup_date": first.to_numpy()})
+    return pd.DataFrame({"customer_id": pd.array(first.index, dtype=data.TEXT), "signup_date": first.to_numpy()})
 
 
 def load(source: str | os.PathLike = "sample", *, mapping: dict[str, dict[str, str]] | None = None) -> Dataset:
@@ -406,7 +406,7 @@ def write_run_cache(source, folder: str | os.PathLike) -> Path:
         written = []
 
         def keep(table, checked):
-            feather.write_feather(checked.arrow(), folder / f"{table}.arrow", compression="uncompressed")
+            feather.write_feather(_large_strings(checked.arrow()), folder / f"{table}.arrow", compression="uncompressed")
             written.append(table)
 
         notes = read_notes + _check_tables(frames, None, keep)
@@ -414,11 +414,21 @@ def write_run_cache(source, folder: str | os.PathLike) -> Path:
     else:
         ds = load(source)
         for table, df in ds.tables().items():
-            feather.write_feather(pa.Table.from_pandas(df, preserve_index=False), folder / f"{table}.arrow", compression="uncompressed")
+            feather.write_feather(_large_strings(pa.Table.from_pandas(df, preserve_index=False)), folder / f"{table}.arrow",
+                                  compression="uncompressed")
         name, notes, truth, tables = ds.name, ds.notes, ds.truth, list(ds.tables())
     manifest = {"source": str(source), "name": name, "notes": notes, "truth": truth, "tables": tables}
     (folder / "manifest.json").write_text(json.dumps(manifest, default=str))
     return folder
+
+
+def _large_strings(table):
+    """``table`` with its text columns as Arrow ``large_string``, the type pandas' ``TEXT`` columns hold: read back
+    memory-mapped, a column then becomes a pandas column without a copy."""
+    import pyarrow as pa
+
+    fields = [pa.field(f.name, pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
 
 
 def _from_run_cache(source) -> Dataset | None:

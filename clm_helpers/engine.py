@@ -231,6 +231,9 @@ def _memtable(obj: pd.DataFrame, columns) -> ibis.Table:
         if table is not None:
             return table
     df = obj if columns is None else obj[columns]
+    text = [c for c in df.columns if isinstance(df[c].dtype, pd.StringDtype) and df[c].dtype.storage == "pyarrow"]
+    if text and current() != "duckdb":  # PySpark's Arrow path takes one Arrow array per column, not chunked Arrow strings
+        df = df.astype({c: object for c in text})
     if df.attrs:  # Ibis' pandas path hands attrs to Arrow, which cannot serialise every value
         df = df.copy(deep=False)
         df.attrs = {}
@@ -262,7 +265,10 @@ def _arrow_memtable(df: pd.DataFrame, columns=None) -> ibis.Table | None:
         col = df[name]
         if not isinstance(col, pd.Series):  # duplicate labels in the frame
             return None
-        if col.dtype == object:
+        if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow":
+            arr = col.array.__arrow_array__()  # the column's own Arrow strings: nothing is copied
+            dtype = PandasType.to_ibis(col.dtype)
+        elif col.dtype == object:
             try:
                 arr = pa.array(col, from_pandas=True)  # what Ibis runs to infer the type
             except (pa.ArrowInvalid, pa.ArrowTypeError):

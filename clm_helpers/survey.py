@@ -58,13 +58,19 @@ class SurveyResult:
 def _clean(scores, survey: str) -> tuple[np.ndarray, int]:
     """Whole-number answers on the survey's scale, and the count of missing ones; anything else is an error."""
     low, high = SURVEY_SCALES[survey]
-    raw = pd.Series(scores, dtype=object) if not isinstance(scores, pd.Series) else scores
-    numeric = pd.to_numeric(raw, errors="coerce")
-    missing = raw.isna() | raw.astype(str).str.strip().isin(["", "nan", "None", "<NA>"])
-    not_number = (numeric.isna() & ~missing) | raw.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)  # True is not a 1
-    if not_number.any():
-        examples = ", ".join(repr(v) for v in raw[not_number].head(3))
-        raise SchemaError(f"surveys.score: {int(not_number.sum()):,} {survey} answers are not numbers (e.g. {examples})")
+    dtype = getattr(scores, "dtype", None)
+    if isinstance(scores, (pd.Series, np.ndarray)) and isinstance(dtype, np.dtype) and dtype.kind == "f":
+        # a validated table's float64 scores: missing is NaN, nothing else to read (no text conversion of every score)
+        numeric = pd.Series(np.asarray(scores, dtype=float))
+        missing = numeric.isna()
+    else:
+        raw = pd.Series(scores, dtype=object) if not isinstance(scores, pd.Series) else scores
+        numeric = pd.to_numeric(raw, errors="coerce")
+        missing = raw.isna() | raw.astype(str).str.strip().isin(["", "nan", "None", "<NA>"])
+        not_number = (numeric.isna() & ~missing) | raw.map(lambda v: isinstance(v, (bool, np.bool_))).astype(bool)  # True is not a 1
+        if not_number.any():
+            examples = ", ".join(repr(v) for v in raw[not_number].head(3))
+            raise SchemaError(f"surveys.score: {int(not_number.sum()):,} {survey} answers are not numbers (e.g. {examples})")
     values = numeric[~missing].astype(float)
     bad = (values < low) | (values > high) | (values != np.floor(values))
     if bad.any():

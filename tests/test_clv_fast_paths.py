@@ -135,3 +135,21 @@ def test_repeat_transaction_tracking_per_distinct_age_equals_the_full_matrix():
         age = np.clip(edges[:, None] - offs[None, :], 0, None) / unit
         expected = (m.unconditional_expected_purchases(age) * fd.to_numpy()[None, :]).sum(axis=1)
         np.testing.assert_array_equal(comp.tracking[name].to_numpy(), expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_distinct_rows_are_numpys_unique_rows(seed):
+    """``clv._distinct`` gives ``np.unique(axis=0, return_inverse=True)``'s rows, order and inverse, without its row sort."""
+    rng = np.random.default_rng(seed)
+    n = 5_000
+    x = rng.integers(0, 20, n).astype(float)
+    t_x = np.round(rng.uniform(0, 50, n), 1) * (x > 0)
+    T = np.round(rng.uniform(0, 60, n), 1)
+    for arrays in ([x, t_x, T], [x, T], [x], [x.astype(np.int64), T]):
+        got, inverse = clv._distinct(arrays)
+        uniq, expected_inverse = np.unique(np.column_stack(arrays), axis=0, return_inverse=True)
+        assert len(got) == len(arrays)
+        for i, column in enumerate(got):
+            np.testing.assert_array_equal(column, uniq[:, i])
+            assert column.dtype == uniq.dtype
+        np.testing.assert_array_equal(inverse, expected_inverse.ravel())

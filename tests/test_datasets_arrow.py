@@ -242,3 +242,21 @@ def test_the_run_copy_behaves_as_a_dataset(run_copy):
     copy = dataclasses.replace(ds, name="other")
     assert copy.name == "other" and len(copy.transactions) == 3
     pd.testing.assert_frame_equal(copy.surveys, expected.surveys)
+
+
+def test_text_is_arrow_backed_on_every_path(run_copy):
+    """Ids and text are ``data.TEXT`` (Arrow strings, NaN when missing) whichever path loaded them; a run copy's
+    text columns are the memory-mapped file's strings themselves (no Arrow allocation, no Python strings)."""
+    folder, expected = run_copy
+    frames = {"transactions": expected.transactions.astype({"customer_id": object, "channel": object})}
+    for ds in (expected, datasets.from_frames(**frames)):
+        for name, df in ds.tables().items():
+            for column in df.columns:
+                if data.SCHEMAS[name].column(column).kind in ("id", "category", "text"):
+                    assert df[column].dtype == data.TEXT, (name, column, df[column].dtype)
+    before = pa.total_allocated_bytes()
+    ds = datasets.load(folder)
+    transactions, surveys = ds.transactions, ds.surveys  # read from the copy
+    assert pa.total_allocated_bytes() - before < 1_000, "the copy's strings were copied"
+    assert transactions["customer_id"].dtype == data.TEXT and surveys["comment"].isna().any()
+    assert surveys["comment"].isna().sum() == expected.surveys["comment"].isna().sum()
