@@ -137,7 +137,7 @@ def _window(df: pd.DataFrame, column: str, start, end) -> pd.DataFrame:
 def _check_sends(t) -> None:
     """Events are the contract's e-mail events, and every e-mail with an event has a 'sent' event (or rates over sent exceed 100%)."""
     unknown = t.filter(~t.event.isin(list(EMAIL_EVENTS)) | t.event.isnull())
-    pairs = t.group_by(["campaign_id", "customer_id"]).aggregate(has_sent=(t.event == "sent").any(), first_event=t.event.min())
+    pairs = t.group_by(["campaign_id", "customer_id"]).aggregate(has_sent=(t.event == "sent").any())
     orphans = pairs.filter(~pairs.has_sent)
     # both checks in one query; the details of a failed check are only looked up when it fails
     found = execute(unknown.aggregate(n_unknown=unknown.count()).cross_join(orphans.aggregate(n_orphans=orphans.count())))
@@ -150,7 +150,9 @@ def _check_sends(t) -> None:
     n = int(found["n_orphans"].iloc[0] or 0)
     if n:
         total = int(execute(pairs.aggregate(n=pairs.count()))["n"].iloc[0])
-        examples = execute(orphans.order_by(["campaign_id", "customer_id"]).limit(3))
+        # the first (alphabetical) event of each example e-mail: looked up only now, it costs the check a text aggregate
+        with_event = t.group_by(["campaign_id", "customer_id"]).aggregate(has_sent=(t.event == "sent").any(), first_event=t.event.min())
+        examples = execute(with_event.filter(~with_event.has_sent).order_by(["campaign_id", "customer_id"]).limit(3))
         shown = "; ".join(f"campaign_id {r.campaign_id!r}, customer_id {r.customer_id!r}: {r.first_event}" for r in examples.itertuples())
         raise EngagementError(
             f"email_events: {n:,} of {total:,} e-mails (campaign, customer) have events but no 'sent' event (e.g. {shown}); "
@@ -208,12 +210,14 @@ def email_metrics(email_events: pd.DataFrame, *, by="campaign_id", unique: bool 
     for col, events in _COUNT_EVENTS.items():
         hit = t.event.isin(list(events))
         per_email[f"any_{col}"] = hit.any()
-        per_email[f"n_{col}"] = hit.sum()
+        if not unique:  # event rows are counted only then (at 12M events the counts doubled the aggregation's memory)
+            per_email[f"n_{col}"] = hit.sum()
     pairs = t.group_by(["campaign_id", "customer_id"]).aggregate(**per_email, **{k: t[k].max() for k in extra})
-    campaigns = t.group_by("campaign_id").aggregate(
-        month=ibis.coalesce(t.timestamp.min(where=t.event == "sent"), t.timestamp.min()).truncate("M")
-    )
-    pairs = pairs.join(campaigns, "campaign_id")
+    if "month" in keys:
+        campaigns = t.group_by("campaign_id").aggregate(
+            month=ibis.coalesce(t.timestamp.min(where=t.event == "sent"), t.timestamp.min()).truncate("M")
+        )
+        pairs = pairs.join(campaigns, "campaign_id")
     opened = (pairs.any_opens | pairs.any_clicks) if implied_opens else pairs.any_opens
     implied = pairs.any_clicks & ~pairs.any_opens
     agg = {}
