@@ -1,6 +1,6 @@
 """How close is the report runner to the floor of one kernel start per notebook?
 
-    .venv/bin/python benchmarks/bench_runner.py [--jobs 2] [--dataset sample]
+    .venv/bin/python benchmarks/bench_runner.py [--jobs 2] [--dataset sample] [--repeat 5]
 
 Runs, in one process and one after the other:
   1. the floor, as the issue defines it: as many empty notebooks (a parameters
@@ -10,7 +10,8 @@ Runs, in one process and one after the other:
      forked from its kernel server, HTML pages, run.json): the runner's own cost;
   3. the whole suite on the dataset through the runner.
 Prints the wall times and the ratio suite / floor (target: < 2 on 2 cores),
-plus each notebook's own duration. Not a test: timings depend on the machine;
+plus each notebook's own duration (of the last round). With ``--repeat N`` the
+three run N times, interleaved, and the medians are compared. Not a test: timings depend on the machine;
 run it on a quiet one.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +58,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--dataset", default="sample")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of floor, empty runner and suite, interleaved; medians are reported (the floor alone "
+                             "varies by 40%% between runs on a shared machine)")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.dataset == "sample":
         datasets.ensure_sample()  # generated once, outside the timings
     suite = report.discover_notebooks(ROOT / "notebooks")
@@ -69,14 +76,22 @@ def main():
             nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
             nb.cells = [nbformat.v4.new_code_cell(f'dataset = "{args.dataset}"', metadata={"tags": ["parameters"]})]
             nbformat.write(nb, empty / f"{name}.ipynb")
-        floor = timed_papermill(sorted(empty.glob("*.ipynb")), tmp / "floor", jobs=args.jobs)
-        runner_empty, _ = timed_run(empty, tmp / "runner-empty", jobs=args.jobs, dataset=args.dataset)
-        wall, result = timed_run(ROOT / "notebooks", tmp / "suite", jobs=args.jobs, dataset=args.dataset)
+        floors, empties, walls = [], [], []
+        for i in range(args.repeat):  # interleaved, so that a slow spell of the machine hits all three alike
+            floors.append(timed_papermill(sorted(empty.glob("*.ipynb")), tmp / f"floor-{i}", jobs=args.jobs))
+            empties.append(timed_run(empty, tmp / f"runner-empty-{i}", jobs=args.jobs, dataset=args.dataset)[0])
+            wall, result = timed_run(ROOT / "notebooks", tmp / f"suite-{i}", jobs=args.jobs, dataset=args.dataset)
+            walls.append(wall)
+            if args.repeat > 1:
+                print(f"round {i + 1}: floor {floors[-1]:.1f} s, empty through the runner {empties[-1]:.1f} s, "
+                      f"suite {wall:.1f} s, ratio {wall / floors[-1]:.2f}", flush=True)
+    floor, runner_empty, wall = (statistics.median(v) for v in (floors, empties, walls))
+    what = "" if args.repeat == 1 else f" (median of {args.repeat})"
     print(f"notebooks: {len(suite)}   jobs: {args.jobs}   cores: {os.cpu_count()}   dataset: {args.dataset}")
-    print(f"{'floor: empty notebooks, Papermill':<40}{floor:8.1f} s")
-    print(f"{'empty notebooks through the runner':<40}{runner_empty:8.1f} s")
-    print(f"{'suite through the runner':<40}{wall:8.1f} s")
-    print(f"{'ratio suite / floor':<40}{wall / floor:8.2f}   (target < 2.0)")
+    print(f"{'floor: empty notebooks, Papermill':<40}{floor:8.1f} s{what}")
+    print(f"{'empty notebooks through the runner':<40}{runner_empty:8.1f} s{what}")
+    print(f"{'suite through the runner':<40}{wall:8.1f} s{what}")
+    print(f"{'ratio suite / floor':<40}{wall / floor:8.2f}   (target < 2.0; medians)")
     for nb in sorted(result.notebooks, key=lambda n: -n.seconds):
         print(f"  {nb.notebook:<32}{nb.seconds:7.1f} s  {nb.status}")
     if result.failed:

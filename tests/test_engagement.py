@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clm_helpers import engagement
+from clm_helpers import data, engagement
 from clm_helpers.data import SchemaError
 from clm_helpers.engagement import EngagementError
 
@@ -117,6 +117,34 @@ def test_email_errors_name_the_problem():
         engagement.email_metrics(no_send)
     with pytest.raises(EngagementError, match=r"by: \['country'\] is neither 'month' nor a column"):
         engagement.email_metrics(EMAIL, by="country")
+
+
+def test_the_send_check_runs_once_per_arrow_table_and_again_after_any_change(monkeypatch):
+    """On Arrow-backed text (what datasets.load gives) a table that passed the send check is not checked again; an edited,
+    filtered or concatenated frame has new Arrow arrays and is checked; object columns are checked every time."""
+    expected = engagement.email_metrics(EMAIL)
+    runs = []
+    real = engagement._run_send_check
+    monkeypatch.setattr(engagement, "_run_send_check", lambda t: runs.append(1) or real(t))
+    arrow = EMAIL.astype({c: data.TEXT for c in ("campaign_id", "customer_id", "event")})
+    pd.testing.assert_frame_equal(engagement.email_metrics(arrow), expected)
+    engagement.email_metrics(arrow, by="month")
+    engagement.email_fatigue(arrow)
+    assert len(runs) == 1
+    engagement.email_metrics(EMAIL)
+    engagement.email_metrics(EMAIL)
+    assert len(runs) == 3, "object columns: checked each time"
+    edited = arrow.copy()
+    edited.loc[2, "event"] = "opened"
+    with pytest.raises(SchemaError, match="'opened'"):
+        engagement.email_metrics(edited)
+    no_send = arrow[~((arrow["campaign_id"] == "E3") & (arrow["event"] == "sent"))]
+    with pytest.raises(EngagementError, match="have events but no 'sent' event"):
+        engagement.email_metrics(no_send)
+    with pytest.raises(EngagementError, match="have events but no 'sent' event"):
+        orphan = arrow.iloc[[2]].assign(campaign_id=pd.array(["E9"], dtype=data.TEXT))  # an open of a campaign never sent
+        engagement.email_metrics(pd.concat([arrow, orphan], ignore_index=True))
+    assert len(runs) == 6
 
 
 def test_flag_campaigns_by_hand():

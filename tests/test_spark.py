@@ -175,7 +175,7 @@ def test_the_cases_cover_every_function_that_executes_an_ibis_expression():
     from clm_helpers import engagement as e, lifecycle as l, onboarding as o, retention as r
 
     called = {name.split()[0] for name in CASES}
-    private = {"engagement._check_sends", "engagement._rolling_actives", "engagement._email_window", "engagement._active_counts",
+    private = {"engagement._check_sends", "engagement._run_send_check", "engagement._rolling_actives", "engagement._email_window", "engagement._active_counts",
                "lifecycle._activity",
                "retention._streaks", "onboarding._known_events", "acquisition._acquisition_days", "acquisition._margin_by_month",
                "acquisition._buyers", "onboarding._mem", "acquisition._mem"}
