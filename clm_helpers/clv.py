@@ -1844,6 +1844,20 @@ def _distinct(arrays):
     return [np.asarray(values, dtype=dtype)[first] for values in arrays], key
 
 
+def _rows(rows, n: int) -> np.ndarray:
+    """``np.vstack(list(rows))`` for ``n`` 1-D rows of one length, written into one array as they come: a list of 200
+    draws of a million customers and its stacked copy would hold the draws twice (3 GB at 1M customers)."""
+    out = None
+    for i, row in enumerate(rows):
+        row = np.asarray(row)
+        if out is None:
+            out = np.empty((n, len(row)), dtype=row.dtype)
+        out[i] = row
+    if out is None or i != n - 1:
+        raise ValueError(f"expected {n} rows to stack, got {0 if out is None else i + 1}")
+    return out
+
+
 def _quantiles(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """The ``level`` percentile interval of each column of ``draws`` (draws x rows), ignoring NaN draws.
 
@@ -1916,8 +1930,8 @@ def predict_customers(model, summary: pd.DataFrame, *, horizon: float, interval:
     if interval:
         draws = model.param_draws(n_draws, seed=seed)
         with np.errstate(all="ignore"):
-            da = np.vstack([model.probability_alive(*uniq, params=p) for p in draws])
-            de = np.vstack([expected(p, alive) for p, alive in zip(draws, da)])
+            da = _rows((model.probability_alive(*uniq, params=p) for p in draws), len(draws))
+            de = _rows((expected(p, alive) for p, alive in zip(draws, da)), len(draws))
     out = _interval_frame(summary.index, "p_alive", point_alive, da, interval, inv)
     out = out.join(_interval_frame(summary.index, "expected_purchases", point_exp, de, interval, inv))
     out.attrs.update(horizon=horizon, interval=interval, interval_method="parameter uncertainty: inverse-Hessian normal draws on the log scale")
@@ -1940,7 +1954,8 @@ def expected_average_value(model: GammaGamma, summary: pd.DataFrame, *, interval
     point = model.expected_average_value(x, m)
     d = None
     if interval:
-        d = np.vstack([model.expected_average_value(x, m, params=p) for p in model.param_draws(n_draws, seed=seed + 1)])
+        draws = model.param_draws(n_draws, seed=seed + 1)
+        d = _rows((model.expected_average_value(x, m, params=p) for p in draws), len(draws))
     return _interval_frame(summary.index, "expected_value", point, d, interval)
 
 
@@ -1965,7 +1980,7 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
     dm = (1 + discount_rate) ** (1 / 12) - 1
     arrays = _continuous_columns(model, summary)
     uniq, inv = _distinct(arrays)
-    ev = expected_average_value(value_model, summary, interval=interval, n_draws=n_draws, seed=seed)
+    ev = expected_average_value(value_model, summary, interval=None)  # the point only: the draws below recompute it per draw
     # E[Y(t) | x, t_x, T] = P(alive | x, t_x, T) x E[Y(t) | alive, x, T] for the continuous models, so the month-by-month
     # part (the costly 2F1 terms) is computed once per distinct (x, T), far fewer than distinct (x, t_x, T) rows.
     split = hasattr(model, "expected_if_alive")
@@ -2003,13 +2018,13 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
         vdraws = value_model.param_draws(n_draws, seed=seed + 1)
         n = min(len(tdraws), len(vdraws))
         with np.errstate(all="ignore"):
-            disc = np.vstack([discounted_purchases(tdraws[i]) for i in range(n)])  # draws x distinct rows
+            disc = _rows((discounted_purchases(tdraws[i]) for i in range(n)), n)  # draws x distinct rows
         x, m = summary["frequency"].to_numpy(float), summary["monetary_value"].to_numpy(float)
         if n > 1:
             lo, hi = np.empty(len(x)), np.empty(len(x))
             for c0 in range(0, len(x), 100_000):  # customers in chunks: memory stays draws x 100,000
                 sl = slice(c0, c0 + 100_000)
-                vals = np.vstack([value_model.expected_average_value(x[sl], m[sl], params=vdraws[i]) for i in range(n)])
+                vals = _rows((value_model.expected_average_value(x[sl], m[sl], params=vdraws[i]) for i in range(n)), n)
                 sims = disc[:, inv[sl]] * vals
                 lo[sl], hi[sl] = _quantiles(sims, interval)
             out["clv_lower"], out["clv_upper"] = lo, hi

@@ -153,3 +153,12 @@ def test_distinct_rows_are_numpys_unique_rows(seed):
             np.testing.assert_array_equal(column, uniq[:, i])
             assert column.dtype == uniq.dtype
         np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+
+
+def test_rows_are_stacked_as_vstack_would():
+    rows = [np.arange(5.0) * i for i in range(7)]
+    np.testing.assert_array_equal(clv._rows(iter(rows), 7), np.vstack(rows))
+    with pytest.raises(ValueError, match="expected 8 rows to stack, got 7"):
+        clv._rows(iter(rows), 8)
+    with pytest.raises(ValueError, match="got 0"):
+        clv._rows(iter([]), 3)
