@@ -55,7 +55,7 @@ import pandas as pd
 from scipy import optimize, special
 
 from . import engine
-from .data import ClmError
+from .data import ClmError, is_arrow_text
 
 __all__ = [
     "ClvError", "NotIdentifiedError", "FitError",
@@ -138,7 +138,7 @@ def _customer_codes(ids: pd.Series):
     log in another order (by time, say) does not pay for the full comparison
     before ``pd.factorize``.
     """
-    if isinstance(ids.dtype, pd.StringDtype) and ids.dtype.storage == "pyarrow":
+    if is_arrow_text(ids.dtype):
         return _arrow_codes(ids)
     values = ids.to_numpy() if isinstance(ids.dtype, np.dtype) else None  # extension arrays: pd.factorize
     if values is not None and len(values) > 1 and _grouped_codes(values[:10_000]) is not None:

@@ -59,6 +59,11 @@ import pandas as pd
 #: (pandas 3's default ``str``; comparisons give numpy booleans, as with Python strings).
 TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
 
+
+def is_arrow_text(dtype) -> bool:
+    """Whether ``dtype`` is Arrow-backed pandas text (``TEXT``, or ``string[pyarrow]``): its values are Arrow strings."""
+    return isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+
 __all__ = [
     "ClmError",
     "SchemaError",

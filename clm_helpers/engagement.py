@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .data import parse_day, require_columns, EMAIL_EVENTS, ClmError, SchemaError
+from .data import parse_day, require_columns, EMAIL_EVENTS, ClmError, SchemaError, is_arrow_text
 from .engine import as_table, execute
 
 __all__ = [
@@ -149,7 +149,7 @@ def _arrow_columns(df, columns) -> list | None:
     arrays = []
     for column in columns:
         dtype = df[column].dtype
-        if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+        if not is_arrow_text(dtype):
             return None
         arrays.append(df[column].array.__arrow_array__())
     return arrays

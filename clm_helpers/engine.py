@@ -31,7 +31,7 @@ from pathlib import Path
 import ibis
 import pandas as pd
 
-from .data import ClmError
+from .data import ClmError, is_arrow_text
 
 __all__ = ["ENGINES", "EngineError", "as_table", "shared", "execute", "use", "using", "current", "backend", "default_backend",
            "spark_session", "read_parquet", "read_tables", "EVENT_TABLES", "environment"]
@@ -231,7 +231,7 @@ def _memtable(obj: pd.DataFrame, columns) -> ibis.Table:
         if table is not None:
             return table
     df = obj if columns is None else obj[columns]
-    text = [c for c in df.columns if isinstance(df[c].dtype, pd.StringDtype) and df[c].dtype.storage == "pyarrow"]
+    text = [c for c in df.columns if is_arrow_text(df[c].dtype)]
     if text and current() != "duckdb":  # PySpark's Arrow path takes one Arrow array per column, not chunked Arrow strings
         df = df.astype({c: object for c in text})
     if df.attrs:  # Ibis' pandas path hands attrs to Arrow, which cannot serialise every value
@@ -265,7 +265,7 @@ def _arrow_memtable(df: pd.DataFrame, columns=None) -> ibis.Table | None:
         col = df[name]
         if not isinstance(col, pd.Series):  # duplicate labels in the frame
             return None
-        if isinstance(col.dtype, pd.StringDtype) and col.dtype.storage == "pyarrow":
+        if is_arrow_text(col.dtype):
             arr = col.array.__arrow_array__()  # the column's own Arrow strings: nothing is copied
             dtype = PandasType.to_ibis(col.dtype)
         elif col.dtype == object:
