@@ -11,8 +11,8 @@ Runs, in one process and one after the other:
   3. the whole suite on the dataset through the runner.
 Prints the wall times and the ratio suite / floor (target: < 2 on 2 cores),
 plus each notebook's own duration (of the last round). With ``--repeat N`` the
-three run N times, interleaved, and the medians are compared. Not a test: timings depend on the machine;
-run it on a quiet one.
+three run N times, interleaved, and the medians are compared. Not a test:
+timings depend on the machine; run it on a quiet one.
 """
 
 from __future__ import annotations
