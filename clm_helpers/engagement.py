@@ -148,8 +148,7 @@ def _arrow_columns(df, columns) -> list | None:
         return None
     arrays = []
     for column in columns:
-        dtype = df[column].dtype
-        if not is_arrow_text(dtype):
+        if not is_arrow_text(df[column].dtype):
             return None
         arrays.append(df[column].array.__arrow_array__())
     return arrays

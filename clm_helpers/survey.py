@@ -59,7 +59,7 @@ def _clean(scores, survey: str) -> tuple[np.ndarray, int]:
     """Whole-number answers on the survey's scale, and the count of missing ones; anything else is an error."""
     low, high = SURVEY_SCALES[survey]
     dtype = getattr(scores, "dtype", None)
-    if isinstance(scores, (pd.Series, np.ndarray)) and isinstance(dtype, np.dtype) and dtype.kind == "f":
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
         # a validated table's float64 scores: missing is NaN, nothing else to read (no text conversion of every score)
         numeric = pd.Series(np.asarray(scores, dtype=float))
         missing = numeric.isna()
