@@ -223,6 +223,26 @@ def _exit_with(pid: int) -> None:
 
 # ----------------------------------------------------------------------------- the runner's side
 
+#: The longest socket path every POSIX platform accepts (sun_path: 108 bytes on Linux, 104 on macOS, with the NUL).
+_SOCKET_PATH_MAX = 103
+
+
+def ipc_fits(folder: str) -> bool:
+    """Whether kernels can use IPC sockets in ``folder``: POSIX, ZeroMQ built with IPC, and the sockets' paths short enough."""
+    longest = os.path.join(folder, "k-" + "0" * 16 + "-ipc-99999")  # the connection file's stem + "-ipc-" + channel number
+    return os.name == "posix" and zmq.has("ipc") and len(os.fsencode(longest)) <= _SOCKET_PATH_MAX
+
+
+@contextlib.contextmanager
+def connection_folder():
+    """A private folder (mode 0700, short path) for a run's kernel connection files and IPC sockets; removed after the block."""
+    folder = tempfile.mkdtemp(prefix="clm-run-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 
 class Server:
     """A starting kernel server: ``environment()`` waits until its imports are done and says how to reach it."""
@@ -424,9 +444,25 @@ class PreloadedKernelManager(AsyncKernelManager):
     @default("connection_file")
     def _connection_file_in_run(self):
         # jupyter_client's default is a temporary file in /tmp, removed at shutdown; a worker stopped by the runner
-        # (time limit, SIGTERM) never shuts down, and the file, with the kernel's keys, would stay behind
+        # (time limit, SIGTERM) never shuts down, and the file, with the kernel's keys, would stay behind. The name is
+        # short: with IPC the kernel's sockets are named after it, and a socket path has at most 104-108 bytes
         folder = os.environ.get(CONNECTION_DIR_ENV)
-        return os.path.join(folder, f"kernel-{uuid.uuid4()}.json") if folder else ""
+        return os.path.join(folder, f"k-{uuid.uuid4().hex[:16]}.json") if folder else ""
+
+    @default("transport")
+    def _ipc_in_run(self):
+        """IPC (Unix sockets next to the connection file) for the runner's kernels, where the platform has it; else TCP.
+
+        With TCP, jupyter_client picks five free ports, closes them and the
+        kernel binds them a moment later; meanwhile any process on the
+        machine can take one (an outgoing connection gets a port from the
+        same range), and the kernel dies with "Address already in use". Side
+        by side notebooks and a Spark JVM make that moment busy. A Unix socket
+        in the run's own folder cannot be taken by anyone else, and only this
+        user can open it.
+        """
+        folder = os.environ.get(CONNECTION_DIR_ENV)
+        return "ipc" if folder and ipc_fits(folder) else "tcp"
 
     @default("client_class")
     def _quick_client_name(self):

@@ -525,11 +525,6 @@ def _worker(name: str, path: Path, parameters: dict, folder: Path, show_code: bo
     """One notebook in its own process group (with its kernel), its result written to ``.results/<name>.json``."""
     os.setpgrp()  # the runner can stop this notebook and its kernel together
     os.environ.update(env)  # the kernel inherits it: the engine and DuckDB's share (CLM_ENGINE, CLM_DUCKDB_THREADS, ...)
-    from . import kernels
-
-    connections = folder / ".kernels"  # the kernel's connection file: in the run's folder, removed with its scratch
-    connections.mkdir(mode=0o700, exist_ok=True)
-    os.environ[kernels.CONNECTION_DIR_ENV] = str(connections)
     try:
         result = _execute(name, path, parameters, folder, show_code=show_code, title=title)
     except BaseException as exc:  # rendering or reading failed: still a result, never a lost notebook
@@ -715,14 +710,16 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
 
     # the kernel server's imports (its own process, ~3 s) overlap everything up to the first notebook: the checks,
     # the dataset's validation and the warm-up of rendering here
-    with kernels.server(enabled=preload_kernels) as server:
-        return _run(server, notebooks_dir, out_root, parameters=parameters, per_notebook=per_notebook, only=only, jobs=jobs,
+    with kernels.server(enabled=preload_kernels) as server, kernels.connection_folder() as connections:
+        return _run(server, connections, notebooks_dir, out_root, parameters=parameters, per_notebook=per_notebook, only=only, jobs=jobs,
                     show_code=show_code, title=title, keep_runs=keep_runs, run_id=run_id, notebook_timeout=notebook_timeout,
                     engine=engine, spark_master=spark_master)
 
 
-def _run(server, notebooks_dir, out_root, *, parameters, per_notebook, only, jobs, show_code, title, keep_runs, run_id,
+def _run(server, connections, notebooks_dir, out_root, *, parameters, per_notebook, only, jobs, show_code, title, keep_runs, run_id,
          notebook_timeout, engine, spark_master) -> RunResult:
+    from . import kernels
+
     parameters = dict(parameters or {})
     notebooks_dir, out_root = Path(notebooks_dir).resolve(), Path(out_root).resolve()
     notebooks = discover_notebooks(notebooks_dir)
@@ -749,7 +746,8 @@ def _run(server, notebooks_dir, out_root, *, parameters, per_notebook, only, job
     with _interruptible():
         cache_env = _dataset_cache(parameters.get("dataset"), tmp / ".dataset")
         _warm_up_rendering()
-        env = {**env, **server.environment(), **cache_env}
+        # kernels' connection files and IPC sockets: a short private folder (socket paths are limited), removed after the run
+        env = {**env, **server.environment(), **cache_env, kernels.CONNECTION_DIR_ENV: connections}
         result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=jobs,
                                                             show_code=show_code, title=title, progress=progress,
                                                             timeout=notebook_timeout, env=env)
@@ -810,7 +808,7 @@ def _finish_run(result: RunResult, tmp: Path, *, per_notebook) -> None:
     for leftover in (".pid", ".plan.json"):
         (tmp / leftover).unlink(missing_ok=True)
     # .dataset: the run's validated copy of the data, never published; .tmp: DuckDB's spill files (kernels run in the folder)
-    for scratch in (".results", ".dataset", ".kernels", ".tmp"):
+    for scratch in (".results", ".dataset", ".tmp"):
         shutil.rmtree(tmp / scratch, ignore_errors=True)
     for partial in tmp.glob(".*.partial"):  # a progress save cut short by a killed worker
         partial.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
 """Kernels forked from the run's kernel server: fresh (nothing shared but imported modules), figures inline, gone with their worker."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -129,3 +131,54 @@ def test_connection_files_go_where_the_runner_says(tmp_path, monkeypatch):
     assert kernels.PreloadedKernelManager().connection_file.startswith(str(tmp_path) + "/")
     monkeypatch.delenv(kernels.CONNECTION_DIR_ENV)
     assert kernels.PreloadedKernelManager().connection_file == ""  # jupyter_client's own default then
+
+
+TRANSPORT = """\
+import json, os
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+print(json.dumps({"transport": app.transport, "ip": app.ip, "connection_file": app.connection_file,
+                  "sockets": sorted(n for n in os.listdir(os.path.dirname(app.ip)) if n.startswith(os.path.basename(app.ip)))}))
+"""
+
+
+@pytest.mark.parametrize("preload", ["1", "0"])
+def test_the_runner_s_kernels_talk_over_unix_sockets_in_a_private_folder(tmp_path, monkeypatch, preload):
+    # TCP ports picked by jupyter_client can be taken by any process before the kernel binds them ("Address already in
+    # use", a kernel dead before replying); a Unix socket in the run's own private folder cannot
+    monkeypatch.setenv(kernels.PRELOAD_ENV, preload)
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for name in ("t1", "t2"):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+        nb.cells = [nbformat.v4.new_code_cell(TRANSPORT)]
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    result = run(folder, tmp_path / "out", jobs=2)
+    assert result.ok, [n.error for n in result.notebooks]
+    seen = [json.loads(nbformat.read(result.folder / f"{name}.ipynb", as_version=4).cells[0].outputs[0]["text"])
+            for name in ("t1", "t2")]
+    assert [s["transport"] for s in seen] == ["ipc", "ipc"]
+    folders = {os.path.dirname(s["ip"]) for s in seen}
+    assert len(folders) == 1 and {os.path.dirname(s["connection_file"]) for s in seen} == folders
+    (private,) = folders
+    assert not private.startswith(str(tmp_path)) and not os.path.exists(private)  # a short path of its own, gone after the run
+    assert seen[0]["ip"] != seen[1]["ip"]
+    assert all(len(s["sockets"]) == 5 for s in seen)  # shell, iopub, stdin, control, heartbeat
+
+
+def test_private_folders_are_private_and_removed():
+    with kernels.connection_folder() as folder:
+        assert os.stat(folder).st_mode & 0o777 == 0o700 and kernels.ipc_fits(folder)
+    assert not os.path.exists(folder)
+
+
+def test_a_folder_too_deep_for_socket_paths_keeps_tcp(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * 100)
+    monkeypatch.setenv(kernels.CONNECTION_DIR_ENV, str(deep))
+    assert not kernels.ipc_fits(str(deep))
+    assert kernels.PreloadedKernelManager().transport == "tcp"
+    monkeypatch.setenv(kernels.CONNECTION_DIR_ENV, "/tmp/clm-run-x")
+    assert kernels.PreloadedKernelManager().transport == "ipc"
+    monkeypatch.delenv(kernels.CONNECTION_DIR_ENV)
+    assert kernels.PreloadedKernelManager().transport == "tcp"  # outside a run: jupyter_client's default
