@@ -37,6 +37,7 @@ platform without ``fork`` and pidfds (Linux 5.3+).
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib
 import json
 import os
@@ -138,6 +139,10 @@ def serve(address: str, ready_fd: int | None = None) -> None:
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(reply).encode() + b"\n")
+    # the runner was killed and could not remove the run's kernel folder (kernels' keys, sockets): remove it here
+    folder = os.path.dirname(address)
+    if os.path.basename(folder).startswith(_FOLDER_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
     raise SystemExit(0)
 
 
@@ -233,30 +238,27 @@ def ipc_fits(folder: str) -> bool:
     return os.name == "posix" and zmq.has("ipc") and len(os.fsencode(longest)) <= _SOCKET_PATH_MAX
 
 
-@contextlib.contextmanager
-def connection_folder():
-    """A private folder (mode 0700, short path) for a run's kernel connection files and IPC sockets; removed after the block."""
-    folder = tempfile.mkdtemp(prefix="clm-run-")
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-
 class Server:
-    """A starting kernel server: ``environment()`` waits until its imports are done and says how to reach it."""
+    """A run's kernel server as it starts, and the run's private kernel folder: ``environment()`` says how to reach both.
 
-    def __init__(self, process=None, ready_fd: int | None = None, address: str | None = None, timeout: float = 120.0):
+    The folder (``folder``, mode 0700, a short path in the system's temporary
+    folder) holds the server's socket and the kernels' connection files and
+    IPC sockets; it exists whether or not there is a server.
+    """
+
+    def __init__(self, process=None, ready_fd: int | None = None, address: str | None = None, timeout: float = 120.0,
+                 folder: str | None = None):
         self._process, self._ready_fd, self._address, self._timeout = process, ready_fd, address, timeout
+        self.folder = folder
         self._env: dict | None = None if process is not None else {}
 
     def environment(self) -> dict:
-        """``{CLM_KERNEL_SERVER: socket}`` once the server is ready, ``{}`` if there is none or it did not get ready in time.
+        """The workers' settings: ``CLM_KERNEL_CONNECTION_DIR`` and, once the server is ready, ``CLM_KERNEL_SERVER``.
 
-        The first call waits (up to the server's ``timeout``); the server's
-        imports run meanwhile, so the caller does its own start-up work
-        first and asks as late as it can.
+        Without a server, or one that did not get ready in time, only the
+        folder. The first call waits (up to the server's ``timeout``); the
+        server's imports run meanwhile, so the caller does its own start-up
+        work first and asks as late as it can.
         """
         if self._env is None:
             fd, self._ready_fd = self._ready_fd, None
@@ -265,7 +267,7 @@ class Server:
             finally:
                 os.close(fd)
             self._env = {SERVER_ENV: self._address} if ready else {}
-        return dict(self._env)
+        return {**({CONNECTION_DIR_ENV: self.folder} if self.folder else {}), **self._env}
 
     def _close(self) -> None:
         if self._ready_fd is not None:
@@ -275,18 +277,48 @@ class Server:
 
 @contextlib.contextmanager
 def server(env: dict | None = None, *, enabled: bool = True, timeout: float = 120.0):
-    """Start a kernel server for the block and yield its ``Server`` handle (``environment()`` is ``{}`` when there is none).
+    """Start a kernel server for the block and yield its ``Server`` handle; the run's private kernel folder goes with it.
 
     The server starts importing at once; ``Server.environment()`` waits for
     it, so the runner loads the dataset meanwhile. ``env`` is added to the
     server's environment (the run's engine settings). A server that does not
     get ready within ``timeout`` seconds is stopped and the run goes on with
-    stock kernels.
+    stock kernels. The folder is removed after the block, or by the server
+    when the runner was killed.
     """
-    if not enabled or os.environ.get(PRELOAD_ENV, "1") == "0" or not supported():
-        yield Server()
-        return
-    folder = tempfile.mkdtemp(prefix="clm-kernels-")  # mode 0700: only this user can reach the socket
+    _remove_abandoned()
+    folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX)  # mode 0700: only this user can reach the sockets and read the keys
+    try:
+        with open(os.path.join(folder, "runner.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        if not enabled or os.environ.get(PRELOAD_ENV, "1") == "0" or not supported():
+            yield Server(folder=folder)
+        else:
+            with _started(folder, env, timeout) as handle:
+                yield handle
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_FOLDER_PREFIX = "clm-kernels-"
+
+
+def _remove_abandoned() -> None:
+    """Remove this user's kernel folders left by runs whose process is gone (killed outright, with their server)."""
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), _FOLDER_PREFIX + "*")):
+        try:
+            if os.stat(folder).st_uid != os.getuid():
+                continue
+            with open(os.path.join(folder, "runner.pid")) as f:
+                os.kill(int(f.read()), 0)  # still running (or the pid was reused): leave it
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):  # being created, or not ours to judge
+            continue
+
+
+@contextlib.contextmanager
+def _started(folder: str, env: dict | None, timeout: float):
     address = os.path.join(folder, "socket")
     read_end, write_end = os.pipe()
     process = handle = None
@@ -295,7 +327,7 @@ def server(env: dict | None = None, *, enabled: bool = True, timeout: float = 12
                                    env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, pass_fds=[write_end])
         os.close(write_end)
         write_end = None
-        handle = Server(process, read_end, address, timeout)
+        handle = Server(process, read_end, address, timeout, folder=folder)
         read_end = None  # the handle closes it
         yield handle
     finally:
@@ -311,7 +343,6 @@ def server(env: dict | None = None, *, enabled: bool = True, timeout: float = 12
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _request_kernel(address: str, argv: list[str], env: dict, cwd: str, *, parent: int | None = None) -> int:

@@ -710,16 +710,14 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
 
     # the kernel server's imports (its own process, ~3 s) overlap everything up to the first notebook: the checks,
     # the dataset's validation and the warm-up of rendering here
-    with kernels.server(enabled=preload_kernels) as server, kernels.connection_folder() as connections:
-        return _run(server, connections, notebooks_dir, out_root, parameters=parameters, per_notebook=per_notebook, only=only, jobs=jobs,
+    with kernels.server(enabled=preload_kernels) as server:
+        return _run(server, notebooks_dir, out_root, parameters=parameters, per_notebook=per_notebook, only=only, jobs=jobs,
                     show_code=show_code, title=title, keep_runs=keep_runs, run_id=run_id, notebook_timeout=notebook_timeout,
                     engine=engine, spark_master=spark_master)
 
 
-def _run(server, connections, notebooks_dir, out_root, *, parameters, per_notebook, only, jobs, show_code, title, keep_runs, run_id,
+def _run(server, notebooks_dir, out_root, *, parameters, per_notebook, only, jobs, show_code, title, keep_runs, run_id,
          notebook_timeout, engine, spark_master) -> RunResult:
-    from . import kernels
-
     parameters = dict(parameters or {})
     notebooks_dir, out_root = Path(notebooks_dir).resolve(), Path(out_root).resolve()
     notebooks = discover_notebooks(notebooks_dir)
@@ -746,8 +744,7 @@ def _run(server, connections, notebooks_dir, out_root, *, parameters, per_notebo
     with _interruptible():
         cache_env = _dataset_cache(parameters.get("dataset"), tmp / ".dataset")
         _warm_up_rendering()
-        # kernels' connection files and IPC sockets: a short private folder (socket paths are limited), removed after the run
-        env = {**env, **server.environment(), **cache_env, kernels.CONNECTION_DIR_ENV: connections}
+        env = {**env, **server.environment(), **cache_env}  # the kernel server, the kernels' private folder, the cached data
         result.notebooks, result.interrupted = _execute_all(plan, notebooks, tmp, jobs=jobs,
                                                             show_code=show_code, title=title, progress=progress,
                                                             timeout=notebook_timeout, env=env)

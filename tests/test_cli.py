@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import nbformat
 import pytest
@@ -175,6 +176,7 @@ def test_killed_run_is_recorded_by_the_next_run_and_latest_is_left_alone(tmp_pat
     assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(out), "--only", "a_ok"]) == 0
     good = os.readlink(out / "latest")
     slow = notebooks_with(tmp_path / "slow", b_slow="import time; time.sleep(60)")
+    private = set(Path(tempfile.gettempdir()).glob("clm-kernels-*"))  # kernel folders (sockets, keys) before this run
     proc = subprocess.Popen([sys.executable, "-m", "clm_helpers.cli", "run", "--notebooks", str(slow), "--out", str(out), "--jobs", "2"],
                             start_new_session=True)
     deadline = time.monotonic() + 60
@@ -182,11 +184,13 @@ def test_killed_run_is_recorded_by_the_next_run_and_latest_is_left_alone(tmp_pat
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, no chance to clean up
     proc.wait()
+    (abandoned,) = set(Path(tempfile.gettempdir()).glob("clm-kernels-*")) - private  # its sockets and kernels' keys
     assert os.readlink(out / "latest") == good
     assert [p.name for p in out.iterdir() if p.name[0].isdigit()] == [good]
     # the next run finds the abandoned folder and records it as a killed run, keeping what had finished
     assert cli.main(["run", "--notebooks", str(FIXTURES), "--out", str(out), "--only", "a_ok"]) == 0
     assert not list(out.glob(".tmp-*"))
+    assert not abandoned.exists()
     runs = sorted(p for p in out.iterdir() if p.name[0].isdigit() and not p.is_symlink())
     killed = run_json(runs[1])
     assert killed["status"] == "killed" and "runner process was killed" in killed["interrupted"]

@@ -113,10 +113,12 @@ def test_a_malformed_request_gets_an_error_and_no_kernel(tmp_path):
 
 def test_the_server_imports_while_the_caller_works_and_can_be_off(monkeypatch):
     with kernels.server() as server:
-        assert server.environment() == server.environment() != {}  # the first call waits for the imports, later ones do not
+        env = server.environment()
+        assert env == server.environment()  # the first call waits for the imports, later ones do not
+        assert set(env) == {kernels.SERVER_ENV, kernels.CONNECTION_DIR_ENV}
     monkeypatch.setenv(kernels.PRELOAD_ENV, "0")
     with kernels.server() as server:
-        assert server.environment() == {}
+        assert server.environment() == {kernels.CONNECTION_DIR_ENV: server.folder}  # the private folder, no server
 
 
 def test_the_runner_s_kernels_use_the_quick_start_client():
@@ -167,8 +169,11 @@ def test_the_runner_s_kernels_talk_over_unix_sockets_in_a_private_folder(tmp_pat
     assert all(len(s["sockets"]) == 5 for s in seen)  # shell, iopub, stdin, control, heartbeat
 
 
-def test_private_folders_are_private_and_removed():
-    with kernels.connection_folder() as folder:
+@pytest.mark.parametrize("preload", ["1", "0"])
+def test_the_run_s_kernel_folder_is_private_short_and_removed(monkeypatch, preload):
+    monkeypatch.setenv(kernels.PRELOAD_ENV, preload)
+    with kernels.server() as server:
+        folder = server.environment()[kernels.CONNECTION_DIR_ENV]
         assert os.stat(folder).st_mode & 0o777 == 0o700 and kernels.ipc_fits(folder)
     assert not os.path.exists(folder)
 
@@ -182,3 +187,24 @@ def test_a_folder_too_deep_for_socket_paths_keeps_tcp(tmp_path, monkeypatch):
     assert kernels.PreloadedKernelManager().transport == "ipc"
     monkeypatch.delenv(kernels.CONNECTION_DIR_ENV)
     assert kernels.PreloadedKernelManager().transport == "tcp"  # outside a run: jupyter_client's default
+
+
+def test_a_killed_runner_s_server_removes_the_kernel_folder_and_ends(tmp_path):
+    import signal
+    import time
+
+    code = ("import sys, time\nfrom clm_helpers import kernels\nwith kernels.server() as server:\n"
+            "    print(server.environment()[kernels.CONNECTION_DIR_ENV], flush=True)\n    time.sleep(120)\n")
+    runner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        folder = runner.stdout.readline().strip()  # printed once the server is ready
+        assert os.path.isdir(folder)
+        os.kill(runner.pid, signal.SIGKILL)  # no chance for the runner to clean up
+        runner.wait()
+        deadline = time.monotonic() + 30
+        while os.path.exists(folder) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(folder)
+    finally:
+        runner.kill()
+        runner.wait()
