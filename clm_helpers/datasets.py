@@ -349,7 +349,9 @@ class _CachedDataset(Dataset):
         import pyarrow.compute as pc
         import pyarrow.feather as feather
 
-        values = feather.read_table(path, columns=[column], memory_map=True)[column]
+        # the whole table, mapped, then the column: asking read_table for `columns` copies the file's data into memory
+        # (a million customers' e-mail events: 0.9 GB at each ``ds.end``, kept by Arrow's allocator afterwards)
+        values = feather.read_table(path, memory_map=True).column(column)
         value = pc.min_max(values)[how].cast("int64").as_py() if len(values) else None
         return pd.NaT if value is None else pd.Timestamp(np.datetime64(value, "us"))
 
