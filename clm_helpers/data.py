@@ -812,8 +812,16 @@ def _columns_frame(table: str, columns: dict, n_rows: int) -> pd.DataFrame:
     return pd.DataFrame(out, index=pd.RangeIndex(n_rows), copy=False)
 
 
-def _table_frame(table: str, arrow) -> pd.DataFrame:
-    """``_columns_frame`` for a validated table stored in Arrow (a report run's copy): the same frame ``load`` gave."""
+def _table_frame(table: str, arrow, mapping=None) -> pd.DataFrame:
+    """``_columns_frame`` for a validated table stored in Arrow (a report run's copy): the same frame ``load`` gave.
+
+    ``mapping``: the writable copy-on-write memory map (``mmap.ACCESS_COPY``)
+    that ``arrow`` was read from without copying. A timestamp or float64
+    column with no missing value in one chunk then becomes a NumPy array over
+    the mapping itself: writable as every pandas column, while its pages stay
+    the file's (shared by every kernel of a run, and given back by the system
+    when memory is short) until a notebook writes to them.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -823,12 +831,31 @@ def _table_frame(table: str, arrow) -> pd.DataFrame:
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             columns[name] = values
         elif pa.types.is_timestamp(values.type):
-            columns[name] = _owned(pc.fill_null(values.cast(pa.int64()), _NAT).to_numpy()).view(f"datetime64[{values.type.unit}]")
+            unit = f"datetime64[{values.type.unit}]"
+            view = _mapped_view(values, mapping, unit)
+            columns[name] = view if view is not None else _owned(pc.fill_null(values.cast(pa.int64()), _NAT).to_numpy()).view(unit)
+        elif pa.types.is_float64(values.type):
+            view = _mapped_view(values, mapping, "float64")
+            columns[name] = view if view is not None else _owned(pc.fill_null(values, np.nan).to_numpy())
         elif pa.types.is_floating(values.type):
             columns[name] = _owned(pc.fill_null(values, np.nan).to_numpy())
         else:  # a column with no value at all (null type) and anything else: as pyarrow converts it
             columns[name] = _owned(values.to_pandas().to_numpy())
     return _columns_frame(table, columns, arrow.num_rows)
+
+
+def _mapped_view(values, mapping, dtype: str) -> np.ndarray | None:
+    """The values of a one-chunk, 8-byte, null-free Arrow column as a NumPy array over ``mapping`` (no copy); None when
+    it is not that, or its data is not inside the mapping (the reader copied it)."""
+    if mapping is None or values.num_chunks != 1 or values.null_count:
+        return None
+    chunk = values.chunk(0)
+    data = chunk.buffers()[1]
+    base = np.frombuffer(mapping, np.uint8).ctypes.data
+    start = data.address - base + chunk.offset * 8
+    if data.address < base or start < 0 or start + 8 * len(chunk) > len(mapping):
+        return None
+    return np.frombuffer(mapping, dtype=dtype, count=len(chunk), offset=start)
 
 
 def _owned(values: np.ndarray) -> np.ndarray:

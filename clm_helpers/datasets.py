@@ -376,9 +376,23 @@ def _cached_rows(path: Path) -> int:
 
 
 def _read_cached(table: str, path: Path) -> pd.DataFrame:
+    """A table of the run's copy as a DataFrame: text over the file's strings, full numeric columns over its pages.
+
+    The file is mapped copy-on-write: nothing is read until used, a page a
+    notebook never writes stays the file's (shared by the run's kernels), and
+    a write changes this kernel's copy only. Empty files (no page to map)
+    are read as usual.
+    """
+    import mmap
+
+    import pyarrow as pa
     import pyarrow.feather as feather
 
-    return data._table_frame(table, feather.read_table(path, memory_map=True))
+    if path.stat().st_size == 0:
+        return data._table_frame(table, feather.read_table(path, memory_map=True))
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    return data._table_frame(table, pa.ipc.open_file(pa.py_buffer(mapping)).read_all(), mapping)
 
 
 # ----------------------------------------------------------------------------- the report run's validated copy
@@ -408,7 +422,7 @@ def write_run_cache(source, folder: str | os.PathLike) -> Path:
         written = []
 
         def keep(table, checked):
-            feather.write_feather(_large_strings(checked.arrow()), folder / f"{table}.arrow", compression="uncompressed")
+            _write_cached(_large_strings(checked.arrow()), folder / f"{table}.arrow")
             written.append(table)
 
         notes = read_notes + _check_tables(frames, None, keep)
@@ -416,12 +430,20 @@ def write_run_cache(source, folder: str | os.PathLike) -> Path:
     else:
         ds = load(source)
         for table, df in ds.tables().items():
-            feather.write_feather(_large_strings(pa.Table.from_pandas(df, preserve_index=False)), folder / f"{table}.arrow",
-                                  compression="uncompressed")
+            _write_cached(_large_strings(pa.Table.from_pandas(df, preserve_index=False)), folder / f"{table}.arrow")
         name, notes, truth, tables = ds.name, ds.notes, ds.truth, list(ds.tables())
     manifest = {"source": str(source), "name": name, "notes": notes, "truth": truth, "tables": tables}
     (folder / "manifest.json").write_text(json.dumps(manifest, default=str))
     return folder
+
+
+def _write_cached(table, path: Path) -> None:
+    """One table of the run's copy: uncompressed, one record batch (so that each column is one stretch of the file,
+    which a kernel maps as a pandas column without copying it; see ``_read_cached``)."""
+    import pyarrow.feather as feather
+
+    table = table.combine_chunks()
+    feather.write_feather(table, path, compression="uncompressed", chunksize=max(table.num_rows, 1))
 
 
 def _large_strings(table):

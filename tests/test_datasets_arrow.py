@@ -274,3 +274,47 @@ def test_the_run_copy_s_first_and_last_day_are_read_without_copying(run_copy):
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True).stdout.split()
     assert out[:2] == [expected.start.isoformat(), expected.end.isoformat()]
     assert int(out[2]) < 1_000, f"{int(out[2]):,} bytes allocated by Arrow"
+
+
+def test_the_run_copy_s_numbers_are_the_file_s_pages_copy_on_write(run_copy):
+    """Full timestamp and float columns of a run copy are NumPy arrays over the mapped file (no copy), writable, and a
+    write changes this frame only: the file, and so every other kernel's table, stays as it was."""
+    import mmap
+
+    folder, expected = run_copy
+    tx = datasets.load(folder).transactions
+    for column in ("timestamp", "amount"):
+        values = tx[column].to_numpy()
+        base = values
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        base = base.obj if isinstance(base, memoryview) else base
+        assert isinstance(base, mmap.mmap), (column, type(base))  # the mapping itself, not a copy
+        assert values.flags.writeable
+    pd.testing.assert_frame_equal(tx, expected.transactions)
+    tx.loc[0, "amount"] = -1.0
+    tx["timestamp"] += pd.Timedelta(days=1)
+    again = datasets.load(folder).transactions
+    pd.testing.assert_frame_equal(again, expected.transactions)
+    assert tx.loc[0, "amount"] == -1.0
+
+
+def test_the_run_copy_keeps_missing_numbers_and_empty_tables(tmp_path, monkeypatch):
+    frames = {
+        "transactions": pd.DataFrame({"customer_id": ["a", "b"], "timestamp": ["2024-01-01", "2024-01-02"], "amount": [1.5, 2.0]}),
+        "surveys": pd.DataFrame({"customer_id": ["a", "b", "a"], "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"],
+                                 "survey": ["nps", "nps", "csat"], "score": [9, 3, None]}),
+        "subscriptions": pd.DataFrame({"customer_id": ["a", "b"], "plan": ["p", "p"], "start_date": ["2024-01-01", "2024-01-01"],
+                                       "end_date": [None, "2024-03-01"], "mrr": [10.0, None]}),
+    }
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, df in frames.items():
+        df.to_csv(folder / f"{name}.csv", index=False)
+    expected = datasets.load(folder)
+    datasets.write_run_cache(folder, tmp_path / "copy")
+    monkeypatch.setenv(datasets.RUN_CACHE_ENV, str(tmp_path / "copy"))
+    got = datasets.load(folder)
+    for name, df in expected.tables().items():
+        pd.testing.assert_frame_equal(getattr(got, name), df)
+        assert all(getattr(got, name)[c].to_numpy().flags.writeable for c in df.columns if df[c].dtype.kind in "fM")
