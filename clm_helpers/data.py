@@ -853,7 +853,7 @@ def _mapped_view(values, mapping, dtype: str) -> np.ndarray | None:
     data = chunk.buffers()[1]
     base = np.frombuffer(mapping, np.uint8).ctypes.data
     start = data.address - base + chunk.offset * 8
-    if data.address < base or start < 0 or start + 8 * len(chunk) > len(mapping):
+    if start < 0 or start + 8 * len(chunk) > len(mapping):
         return None
     return np.frombuffer(mapping, dtype=dtype, count=len(chunk), offset=start)
 

@@ -380,16 +380,12 @@ def _read_cached(table: str, path: Path) -> pd.DataFrame:
 
     The file is mapped copy-on-write: nothing is read until used, a page a
     notebook never writes stays the file's (shared by the run's kernels), and
-    a write changes this kernel's copy only. Empty files (no page to map)
-    are read as usual.
+    a write changes this kernel's copy only.
     """
     import mmap
 
     import pyarrow as pa
-    import pyarrow.feather as feather
 
-    if path.stat().st_size == 0:
-        return data._table_frame(table, feather.read_table(path, memory_map=True))
     with open(path, "rb") as f:
         mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     return data._table_frame(table, pa.ipc.open_file(pa.py_buffer(mapping)).read_all(), mapping)

@@ -275,6 +275,24 @@ class Server:
             self._ready_fd = None
 
 
+#: The name of a run's private kernel folder in the system's temporary folder (``runner.pid`` inside names its runner).
+_FOLDER_PREFIX = "clm-kernels-"
+
+
+def _remove_abandoned() -> None:
+    """Remove this user's kernel folders left by runs whose process is gone (killed outright, with their server)."""
+    for folder in glob.glob(os.path.join(tempfile.gettempdir(), _FOLDER_PREFIX + "*")):
+        try:
+            if os.stat(folder).st_uid != os.getuid():
+                continue
+            with open(os.path.join(folder, "runner.pid")) as f:
+                os.kill(int(f.read()), 0)  # still running (or the pid was reused): leave it
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):  # being created, or not ours to judge
+            continue
+
+
 @contextlib.contextmanager
 def server(env: dict | None = None, *, enabled: bool = True, timeout: float = 120.0):
     """Start a kernel server for the block and yield its ``Server`` handle; the run's private kernel folder goes with it.
@@ -300,25 +318,9 @@ def server(env: dict | None = None, *, enabled: bool = True, timeout: float = 12
         shutil.rmtree(folder, ignore_errors=True)
 
 
-_FOLDER_PREFIX = "clm-kernels-"
-
-
-def _remove_abandoned() -> None:
-    """Remove this user's kernel folders left by runs whose process is gone (killed outright, with their server)."""
-    for folder in glob.glob(os.path.join(tempfile.gettempdir(), _FOLDER_PREFIX + "*")):
-        try:
-            if os.stat(folder).st_uid != os.getuid():
-                continue
-            with open(os.path.join(folder, "runner.pid")) as f:
-                os.kill(int(f.read()), 0)  # still running (or the pid was reused): leave it
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except (OSError, ValueError):  # being created, or not ours to judge
-            continue
-
-
 @contextlib.contextmanager
 def _started(folder: str, env: dict | None, timeout: float):
+    """The kernel server process for ``server()``, listening in ``folder``; ended after the block."""
     address = os.path.join(folder, "socket")
     read_end, write_end = os.pipe()
     process = handle = None
