@@ -834,11 +834,9 @@ def _table_frame(table: str, arrow, mapping=None) -> pd.DataFrame:
             unit = f"datetime64[{values.type.unit}]"
             view = _mapped_view(values, mapping, unit)
             columns[name] = view if view is not None else _owned(pc.fill_null(values.cast(pa.int64()), _NAT).to_numpy()).view(unit)
-        elif pa.types.is_float64(values.type):
+        elif pa.types.is_floating(values.type):
             view = _mapped_view(values, mapping, "float64")
             columns[name] = view if view is not None else _owned(pc.fill_null(values, np.nan).to_numpy())
-        elif pa.types.is_floating(values.type):
-            columns[name] = _owned(pc.fill_null(values, np.nan).to_numpy())
         else:  # a column with no value at all (null type) and anything else: as pyarrow converts it
             columns[name] = _owned(values.to_pandas().to_numpy())
     return _columns_frame(table, columns, arrow.num_rows)
@@ -847,7 +845,7 @@ def _table_frame(table: str, arrow, mapping=None) -> pd.DataFrame:
 def _mapped_view(values, mapping, dtype: str) -> np.ndarray | None:
     """The values of a one-chunk, 8-byte, null-free Arrow column as a NumPy array over ``mapping`` (no copy); None when
     it is not that, or its data is not inside the mapping (the reader copied it)."""
-    if mapping is None or values.num_chunks != 1 or values.null_count:
+    if mapping is None or values.type.bit_width != 64 or values.num_chunks != 1 or values.null_count:
         return None
     chunk = values.chunk(0)
     data = chunk.buffers()[1]
