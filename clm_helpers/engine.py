@@ -299,9 +299,44 @@ def execute(expr) -> pd.DataFrame:
     target = bound or backend()
     registered = _new_memtables(target, expr)
     try:
-        return target.execute(expr)
+        with _no_arrow_filter_pushdown(target, expr):
+            return target.execute(expr)
     finally:
         _release(target, registered)
+
+
+@contextlib.contextmanager
+def _no_arrow_filter_pushdown(target, expr):
+    """On DuckDB, run a query over in-memory tables only without pushing its filters into the Arrow scans.
+
+    DuckDB hands a filter on a registered Arrow table (a time window, an
+    event type) to pyarrow's dataset scanner, which filters the whole table
+    ahead of the query: a filtered copy of every column read, held at once
+    (0.63 GB for a date window over 12 million e-mail events; the query's
+    peak memory doubled, and it ran slower on one thread). Without the
+    pushdown DuckDB filters each 2,048-row vector it reads from the Arrow
+    buffers in place, with the same result. Queries that read files
+    (``read_parquet``) keep the pushdown: there it skips row groups.
+    The connection's own ``disabled_optimizers`` setting is restored after.
+    """
+    import ibis.expr.operations as ops
+
+    con = getattr(target, "con", None)
+    op = expr.op()
+    if getattr(target, "name", None) != "duckdb" or con is None or op.find(ops.DatabaseTable) \
+            or not op.find(ops.InMemoryTable):
+        yield
+        return
+    before = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] or ""
+    names = [n.strip() for n in before.split(",") if n.strip()]
+    if "filter_pushdown" in names:
+        yield
+        return
+    con.execute("SET disabled_optimizers = ?", [",".join([*names, "filter_pushdown"])])
+    try:
+        yield
+    finally:
+        con.execute("SET disabled_optimizers = ?", [before])
 
 
 def _new_memtables(target, expr) -> list:

@@ -53,3 +53,39 @@ def test_the_connection_takes_its_size_from_the_environment():
     env = {**os.environ, engine.DUCKDB_THREADS_ENV: "1", engine.DUCKDB_MEMORY_ENV: "512MB"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.startswith("(1, '") and "MiB" in out  # DuckDB reports 512MB as 488.2 MiB
+
+
+def test_a_windowed_query_over_a_frame_reads_its_arrow_buffers_in_place():
+    """DuckDB must not push a filter into the Arrow scan of an in-memory table: pyarrow's scanner would make a filtered
+    copy of every column read, all at once, before the query runs (at 12 million e-mail events: 0.63 GB). Measured in a
+    fresh process as the growth of Arrow's peak allocation across the query; with the pushdown it is the copy (~10 MB)."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, pandas as pd, pyarrow as pa, ibis
+from clm_helpers import engine
+n = 300_000
+rng = np.random.default_rng(0)
+df = pd.DataFrame({
+    "customer_id": pd.array([f"customer-{i:08d}" for i in rng.integers(0, 50_000, n)], dtype="string[pyarrow]"),
+    "event": pd.array(rng.choice(["sent", "open", "click"], n), dtype="string[pyarrow]"),
+    "timestamp": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365 * 86400, n), unit="s"),
+})
+t = engine.as_table(df)
+w = t.filter((t.timestamp < pd.Timestamp("2024-10-01")) & (t.event == "open"))
+expr = w.group_by("customer_id").aggregate(n=w.count()).aggregate(customers=ibis._.count(), opens=ibis._.n.sum())
+before = pa.default_memory_pool().max_memory()
+out = engine.execute(expr)
+grown = pa.default_memory_pool().max_memory() - before
+expected = df[(df.timestamp < "2024-10-01") & (df.event == "open")]
+assert out["opens"].iloc[0] == len(expected) and out["customers"].iloc[0] == expected.customer_id.nunique(), out
+con = engine.default_backend().con
+print(grown, repr(con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]))
+con.execute("SET disabled_optimizers = 'top_n'")  # a setting of the user's own is kept
+engine.execute(expr)
+print(repr(con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) < 100_000, f"{int(out[0]):,} bytes allocated by Arrow during the query"
+    assert out[1:] == ["''", "'top_n'"]  # the connection's setting is restored after each query
