@@ -63,10 +63,15 @@ def default_backend():
     override DuckDB's defaults (all cores; 80% of the machine's memory, per
     connection). The report runner sets them for its kernels so that
     ``--jobs`` notebooks side by side share the cores and the memory instead
-    of each claiming all of them.
+    of each claiming all of them. The allocator's background thread is on, so
+    memory a query freed goes back to the system within seconds (DuckDB's
+    default keeps it in the process).
     """
     config = {key: os.environ[env] for key, env in (("threads", DUCKDB_THREADS_ENV), ("memory_limit", DUCKDB_MEMORY_ENV))
               if os.environ.get(env)}
+    # DuckDB's allocator keeps what a query freed until the process ends unless its background thread returns it to the
+    # system: after a per-e-mail group-by over 12M events 0.4 GB stayed resident in the kernel, released within 2 s with it
+    config["allocator_background_threads"] = True
     return ibis.duckdb.connect(**config)
 
 

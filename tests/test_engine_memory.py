@@ -89,3 +89,10 @@ print(repr(con.execute("SELECT current_setting('disabled_optimizers')").fetchone
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) < 100_000, f"{int(out[0]):,} bytes allocated by Arrow during the query"
     assert out[1:] == ["''", "'top_n'"]  # the connection's setting is restored after each query
+
+
+def test_duckdb_returns_freed_memory_to_the_system():
+    """Without the allocator's background thread DuckDB keeps what a query freed (0.4 GB after a per-e-mail group-by
+    over 12M events stayed in the kernel until it exited)."""
+    con = engine.default_backend().con
+    assert con.execute("SELECT current_setting('allocator_background_threads')").fetchone()[0] is True
