@@ -32,6 +32,10 @@ process): no server for this run (``CLM_KERNEL_SERVER`` unset: the runner's
 ``preload_kernels=False`` or ``CLM_PRELOAD_KERNELS=0``), a server that
 cannot be reached, a kernel spec that is not this Python's ipykernel, or a
 platform without ``fork`` and pidfds (Linux 5.3+).
+
+Every runner kernel, forked or stock, also loads this module as an IPython
+extension that hands freed C-heap memory back to the system after each
+cell (``trim_memory``), so notebooks side by side peak lower together.
 """
 
 from __future__ import annotations
@@ -76,6 +80,59 @@ PRELOAD = (
     "clm_helpers.retention", "clm_helpers.segmentation", "clm_helpers.survey",
 )
 _INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+# ----------------------------------------------------------------------------- memory between cells
+
+
+def trim_memory() -> bool:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim(0)``); False where there is no glibc.
+
+    pandas and NumPy allocate their arrays with ``malloc``. glibc returns a
+    freed block to the system only from the top of the heap, so after a cell
+    that built and dropped large intermediate frames the kernel keeps
+    hundreds of MB it no longer uses (at 1,000,000 customers: 0.3-0.6 GB per
+    report kernel, carried into every later cell's peak). ``malloc_trim``
+    releases the free pages wherever they are; Dask's workers do the same
+    for the same reason.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = libc.malloc_trim if libc is not None else None
+    except (OSError, AttributeError):  # musl, macOS, Windows: no malloc_trim
+        return False
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def _trim_after_cell(result=None) -> None:
+    trim_memory()
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext clm_helpers.kernels``: return freed memory to the system after every cell (``trim_memory``).
+
+    The runner loads it in every report kernel (``PreloadedKernelManager``),
+    so a notebook's later cells do not start on top of what its earlier
+    cells freed; notebooks run side by side then peak lower together.
+    """
+    if _trim_after_cell not in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.register("post_run_cell", _trim_after_cell)
+
+
+def unload_ipython_extension(ipython) -> None:
+    with contextlib.suppress(ValueError):
+        ipython.events.unregister("post_run_cell", _trim_after_cell)
+
+
+#: The kernel argument that loads ``load_ipython_extension`` in the runner's kernels.
+TRIM_EXTENSION_ARG = "--IPKernelApp.extra_extensions=clm_helpers.kernels"
 
 
 def supported() -> bool:
@@ -473,6 +530,13 @@ class PreloadedKernelManager(AsyncKernelManager):
         if "transport_encryption" in self.trait_names() and zmq.has("curve"):
             self.transport_encryption = "auto"
         self._graceful = False
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        """The kernel spec's command; for this Python's ipykernel, plus the extension that trims memory after each cell."""
+        cmd = super().format_kernel_cmd(extra_arguments)
+        if list(cmd[:3]) == [sys.executable, "-m", "ipykernel_launcher"] and TRIM_EXTENSION_ARG not in cmd:
+            cmd.append(TRIM_EXTENSION_ARG)
+        return cmd
 
     @default("connection_file")
     def _connection_file_in_run(self):
