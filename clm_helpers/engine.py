@@ -310,27 +310,9 @@ def execute(expr) -> pd.DataFrame:
         _release(target, registered)
 
 
-def _keeps_filters_out_of_arrow_scans(target, expr) -> bool:
-    """Whether ``execute`` runs ``expr`` with DuckDB's filter pushdown off (see ``_no_arrow_filter_pushdown``).
-
-    Yes for a DuckDB query over in-memory tables only whose joins, if any,
-    are semi or anti joins (a filter by another table); no for a query that
-    reads files, one with a join that pairs rows (inner, left, outer, cross),
-    and on other engines.
-    """
-    import ibis.expr.operations as ops
-
-    if getattr(target, "name", None) != "duckdb" or getattr(target, "con", None) is None:
-        return False
-    op = expr.op()
-    if not op.find(ops.InMemoryTable) or op.find(ops.DatabaseTable):
-        return False
-    return all(link.how in ("semi", "anti") for link in op.find(ops.JoinLink))
-
-
 @contextlib.contextmanager
 def _no_arrow_filter_pushdown(target, expr):
-    """On DuckDB, run a query over in-memory tables with its filters kept out of the Arrow scans, where that pays.
+    """On DuckDB, run a query over in-memory tables only without pushing its filters into the Arrow scans.
 
     DuckDB hands a filter on a registered Arrow table (a time window, an
     event type) to pyarrow's dataset scanner, which filters the whole table
@@ -338,22 +320,18 @@ def _no_arrow_filter_pushdown(target, expr):
     (0.63 GB for a date window over 12 million e-mail events; the query's
     peak memory doubled, and it ran slower on one thread). Without the
     pushdown DuckDB filters each 2,048-row vector it reads from the Arrow
-    buffers in place, with the same result: ``email_metrics`` over 12M
-    events went from 10.2 s and 1.6 GB to 5.4 s and 1.0 GB.
-
-    DuckDB has no switch for the scan step alone: its ``filter_pushdown``
-    optimizer is turned off for the query, and that optimizer matters more
-    than the copy in a join that pairs rows: 10 million purchase and event
-    rows joined with the customers on id and on each customer's first 30
-    days took 3.9 s and 1.0 GB without it, 1.5 s and 0.5 GB with it. So
-    only the queries ``_keeps_filters_out_of_arrow_scans`` picks run without
-    it; queries that read files keep it too (there it skips row groups).
+    buffers in place, with the same result. Queries that read files
+    (``read_parquet``) keep the pushdown: there it skips row groups.
     The connection's own ``disabled_optimizers`` setting is restored after.
     """
-    if not _keeps_filters_out_of_arrow_scans(target, expr):
+    import ibis.expr.operations as ops
+
+    con = getattr(target, "con", None)
+    op = expr.op()
+    if getattr(target, "name", None) != "duckdb" or con is None or op.find(ops.DatabaseTable) \
+            or not op.find(ops.InMemoryTable):
         yield
         return
-    con = target.con
     before = con.execute("SELECT current_setting('disabled_optimizers')").fetchone()[0] or ""
     names = [n.strip() for n in before.split(",") if n.strip()]
     if "filter_pushdown" in names:

@@ -96,22 +96,3 @@ def test_duckdb_returns_freed_memory_to_the_system():
     over 12M events stayed in the kernel until it exited)."""
     con = engine.default_backend().con
     assert con.execute("SELECT current_setting('allocator_background_threads')").fetchone()[0] is True
-
-
-def test_only_queries_without_row_joins_over_frames_run_with_their_filters_in_duckdb(tmp_path):
-    """A join that pairs rows needs DuckDB's filter-pushdown optimizer (a 10M-row join with range conditions took 2.6x
-    the time and twice the memory without it), and queries over files skip row groups with it: those keep it."""
-    a = engine.as_table(pd.DataFrame({"k": ["x", "y"], "v": [1.0, 2.0]}))
-    b = engine.as_table(pd.DataFrame({"k": ["x"], "w": [3.0]}))
-    path = tmp_path / "f.parquet"
-    pd.DataFrame({"k": ["x"], "v": [1.0]}).to_parquet(path)
-    files = engine.read_parquet(path)
-    duck = engine.default_backend()
-    keeps = engine._keeps_filters_out_of_arrow_scans
-    assert keeps(duck, a.filter(a.v > 1).v.sum())
-    assert keeps(duck, a.semi_join(b, "k").v.sum()) and keeps(duck, a.anti_join(b, "k").v.sum())
-    assert not keeps(duck, a.join(b, "k").v.sum())
-    assert not keeps(duck, a.left_join(b, "k").v.sum()) and not keeps(duck, a.cross_join(b).v.sum())
-    assert not keeps(duck, files.filter(files.v > 0).v.sum())
-    assert engine.execute(a.semi_join(b, "k").v.sum()) == 1.0  # and the results do not depend on it
-    assert engine.execute(a.join(b, "k").filter(lambda t: t.v < t.w).v.sum()) == 1.0
