@@ -41,6 +41,7 @@ cell (``trim_memory``), so notebooks side by side peak lower together.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import importlib
 import json
@@ -96,19 +97,22 @@ def trim_memory() -> bool:
     releases the free pages wherever they are; Dask's workers do the same
     for the same reason.
     """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = libc.malloc_trim if libc is not None else None
-    except (OSError, AttributeError):  # musl, macOS, Windows: no malloc_trim
-        return False
+    trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)
     return True
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim`` from the symbols already loaded in this process, or None (musl, macOS, Windows)."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 def _trim_after_cell(result=None) -> None:
