@@ -13,10 +13,22 @@ PALETTE = "colorblind"
 
 
 def setup() -> None:
-    """Apply the report style (seaborn whitegrid, colour-blind palette, sizes readable in HTML and print)."""
+    """Apply the report style (seaborn whitegrid, colour-blind palette, sizes readable in HTML and print).
+
+    Titles sit at a fixed height above their axes (``axes.titley: 1.0``)
+    rather than matplotlib's automatic position, which at every draw lays out
+    the whole y axis once per title to see whether an offset label ("1e7")
+    or top tick labels are in the way: about a fifth of the time spent
+    drawing the reports' figures (9.2 s instead of 11.6 s over the suite on
+    the sample). No report figure has tick labels on top, and on the sample,
+    a 100,000-customer dataset and CDNOW no title was moved by the automatic
+    rule; a y axis with an offset label and a title as wide as the axes would
+    touch.
+    """
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", palette=PALETTE, rc={"figure.figsize": (9, 4), "figure.dpi": 100, "axes.titleweight": "bold"})
+    sns.set_theme(style="whitegrid", palette=PALETTE,
+                  rc={"figure.figsize": (9, 4), "figure.dpi": 100, "axes.titleweight": "bold", "axes.titley": 1.0})
 
 
 def new_ax(ax=None):

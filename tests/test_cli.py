@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import tempfile
 
 import nbformat
@@ -169,7 +170,6 @@ def run_json(folder: Path) -> dict:
 def test_killed_run_is_recorded_by_the_next_run_and_latest_is_left_alone(tmp_path):
     import signal
     import subprocess
-    import sys
     import time
 
     out = tmp_path / "out"
@@ -203,7 +203,6 @@ def test_killed_run_is_recorded_by_the_next_run_and_latest_is_left_alone(tmp_pat
 def test_sigterm_stops_the_run_and_records_what_finished(tmp_path):
     import signal
     import subprocess
-    import sys
     import time
 
     out = tmp_path / "out"
@@ -387,3 +386,20 @@ def test_notebooks_start_longest_first_by_the_last_complete_run(tmp_path):
         {"notebook": "a", "seconds": 2.0}, {"notebook": "b", "seconds": 9.5}, {"notebook": "c", "seconds": 2.0}]}))
     (tmp_path / "latest").symlink_to("run1")
     assert _longest_first(plan, tmp_path) == ["new", "b", "a", "c"]  # unknown first, then longest; ties keep plan order
+
+
+def test_the_command_leaves_out_jsonschemas_iri_grammars_and_notebooks_still_validate():
+    """``clm run`` marks rfc3987_syntax absent before Papermill imports jsonschema (2.2 s of parser building at every
+    run); nbformat still validates notebooks and rejects a broken one."""
+    import subprocess
+
+    code = (
+        "import sys; from clm_helpers import cli; cli._without_iri_grammars(); import nbformat, papermill\n"
+        "assert sys.modules['rfc3987_syntax'] is None, 'the IRI grammars were built'\n"
+        "nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x = 1')]); nbformat.validate(nb)\n"
+        "nb.cells[0]['outputs'] = 'not a list'\n"
+        "try:\n    nbformat.validate(nb)\nexcept nbformat.ValidationError:\n    print('rejected')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "rejected"
