@@ -302,11 +302,19 @@ def customer_churn_status(transactions: pd.DataFrame, *, observation_end=None, w
     return df
 
 
-def _streaks(transactions: pd.DataFrame, end: pd.Timestamp, window_days: int):
-    """Per purchase day: ``stop``, the day the activity it starts ends (the next purchase day, or day + window: a lapse),
-    ``lapses`` (no purchase within the window after it) and ``begin``, the first day of the unbroken activity it belongs to."""
+def _purchases(transactions: pd.DataFrame, end: pd.Timestamp):
+    """The purchases (refunds left out) up to ``end``, as an engine table."""
     t = as_table(transactions, ["customer_id", "timestamp", "amount"])
-    t = t.filter((t.timestamp < ibis.literal(end + pd.Timedelta(days=1))) & (t.amount >= 0))
+    return t.filter((t.timestamp < ibis.literal(end + pd.Timedelta(days=1))) & (t.amount >= 0))
+
+
+def _streaks(t, window_days: int, since: pd.Timestamp | None = None):
+    """Per purchase day of ``t`` (``_purchases``): ``stop``, the day the activity it starts ends (the next purchase day,
+    or day + window: a lapse), ``lapses`` (no purchase within the window after it) and ``begin``, the first day of the
+    unbroken activity it belongs to. With ``since``, purchases before that day are not read (``begin`` is then never
+    earlier than ``since``)."""
+    if since is not None:
+        t = t.filter(t.timestamp >= ibis.literal(since))
     act = t.select(customer_id=t.customer_id, day=t.timestamp.truncate("D")).distinct()
     w = ibis.window(group_by=act.customer_id, order_by=act.day)
     nxt, prev = act.day.lead().over(w), act.day.lag().over(w)
@@ -318,7 +326,8 @@ def _streaks(transactions: pd.DataFrame, end: pd.Timestamp, window_days: int):
     return act.mutate(begin=act.fresh_day.max().over(upto))
 
 
-def inactivity_churn(transactions: pd.DataFrame, *, observation_end=None, window_days: int = 180, period: str = "M") -> pd.DataFrame:
+def inactivity_churn(transactions: pd.DataFrame, *, observation_start=None, observation_end=None, window_days: int = 180,
+                     period: str = "M") -> pd.DataFrame:
     """Period churn rate by the inactivity rule, per complete period.
 
     active_start: customers with a purchase in the ``window_days`` days
@@ -327,14 +336,27 @@ def inactivity_churn(transactions: pd.DataFrame, *, observation_end=None, window
     again later). churn_pct = churned / active_start x 100, missing (with a
     note) when no one was active at the start. active_end: customers with a
     purchase in the ``window_days`` days up to the period's last day. Periods
-    from the first purchase to the last complete one at ``observation_end``.
+    from the first purchase (or from the one holding ``observation_start``)
+    to the last complete one at ``observation_end``.
+
+    With ``observation_start`` only the purchases from ``window_days`` days
+    before its period's first day are read, and the figures of the periods
+    shown are the same as without it: an activity that stopped before that
+    day ends before the first period shown, and a customer active at a
+    period's start has a purchase in the window before it.
     """
     _check_window(window_days)
     _check_period(period)
     _require(transactions, "transactions", ["customer_id", "timestamp", "amount"])
     end = _tx_end(transactions, observation_end)
     last = _last_complete(end, period)
-    s = _streaks(transactions, end, window_days)
+    start = _day(observation_start, "observation_start")
+    first_shown = None if start is None else _index_of(start, period)
+    if first_shown is not None and first_shown > last:
+        raise RetentionError(f"observation_start {start.date()} is in no complete {PERIODS[period]} up to {end.date()}")
+    since = None if first_shown is None else _period_of(first_shown, period).start_time.normalize() - pd.Timedelta(days=window_days)
+    purchases = _purchases(transactions, end)
+    s = _streaks(purchases, window_days, since)
     lapse = s.filter(s.lapses)
     # churned in period p: the lapse falls in p and the unbroken activity it ends began before p (active at its start)
     lapse = lapse.mutate(p=_period_index(lapse.stop, period), p_begin=_period_index(lapse.begin, period))
@@ -342,21 +364,28 @@ def inactivity_churn(transactions: pd.DataFrame, *, observation_end=None, window
     # the three counts in one query, so the engine works out the streaks once: part 0 activity starts per day,
     # 1 activity stops per day, 2 churned per period (day and p are placeholders where they do not apply)
     no_day, no_p = ibis.literal(pd.Timestamp("1970-01-01")), ibis.literal(0).cast("int64")
-    parts = execute(ibis.union(
+    queries = [
         s.group_by("day").aggregate(n=s.count()).select(part=ibis.literal(0), day="day", p=no_p, n="n"),
         s.group_by(s.stop.name("day")).aggregate(n=s.count()).select(part=ibis.literal(1), day="day", p=no_p, n="n"),
         lapse.group_by("p").aggregate(n=lapse.count()).select(part=ibis.literal(2), day=no_day, p=lapse.p.cast("int64"), n="n"),
-        distinct=False))
+    ]
+    if since is not None:  # 3: the first purchase day of the whole table (the periods start there, as without a start)
+        queries.append(purchases.aggregate(day=purchases.timestamp.truncate("D").min(), n=purchases.count())
+                       .filter(ibis._.n > 0).select(part=ibis.literal(3), day="day", p=no_p, n="n"))
+    parts = execute(ibis.union(*queries, distinct=False))
     starts = parts.loc[parts["part"] == 0, ["day", "n"]].sort_values("day", kind="stable").reset_index(drop=True)
     stops = parts.loc[parts["part"] == 1, ["day", "n"]].sort_values("day", kind="stable").reset_index(drop=True)
     lapsed = parts.loc[parts["part"] == 2, ["p", "n"]].rename(columns={"n": "churned"}).reset_index(drop=True)
-    if starts.empty:
+    first_day = parts.loc[parts["part"] == (0 if since is None else 3), "day"]
+    if first_day.empty:
         raise RetentionError(f"transactions: no purchase on or before {end.date()}")
-    first_p = _index_of(pd.Timestamp(starts["day"].min()), period)
+    first_p = _index_of(pd.Timestamp(first_day.min()), period)
     if last < first_p:
         raise RetentionError(f"transactions: no complete {PERIODS[period]} between the first purchase and {end.date()}")
+    if first_shown is not None:
+        first_p = max(first_p, first_shown)
     periods = [_period_of(i, period) for i in range(first_p, last + 1)]
-    day_first = min(pd.Timestamp(starts["day"].min()), periods[0].start_time)
+    day_first = periods[0].start_time if starts.empty else min(pd.Timestamp(starts["day"].min()), periods[0].start_time)
     days = pd.date_range(day_first, periods[-1].end_time.normalize() + pd.Timedelta(days=1), freq="D")
     level = (pd.Series(starts["n"].to_numpy(), index=pd.to_datetime(starts["day"])).groupby(level=0).sum()
              .sub(pd.Series(stops["n"].to_numpy(), index=pd.to_datetime(stops["day"])).groupby(level=0).sum(), fill_value=0)

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from clm_helpers import acquisition, datasets, engagement, lifecycle, overview, survey
+from clm_helpers import acquisition, datasets, engagement, lifecycle, overview, retention, survey
 from clm_helpers.data import OptionError
 
 
@@ -36,6 +36,18 @@ def test_period_figures_are_the_lifecycle_counts_of_the_last_two_months(sample, 
     assert row(table, "new_customers")["previous"] == counts["new"].iloc[-2]
     assert row(table, "churn_rate")["value"] == pytest.approx(counts["churn_pct"].iloc[-1])
     assert row(table, "new_customers")["current_window"] == "2024-12"
+
+
+@pytest.mark.parametrize("end, period", [("2024-12-31", "M"), ("2024-11-20", "M"), ("2024-12-18", "W"), ("2024-12-29", "W")])
+def test_last_two_period_figures_equal_the_whole_tables(sample, end, period):
+    """Stickiness and inactivity churn are computed over the last two complete periods only: the same figures as the
+    last two of the whole history's tables."""
+    t = overview.stage_headlines(sample, observation_end=end, period=period, clv_model="bgnbd").set_index("metric")
+    sticky = engagement.stickiness(sample.product_events, observation_end=end)["stickiness_pct"].dropna()
+    assert (t.loc["stickiness", "value"], t.loc["stickiness", "previous"]) == (sticky.iloc[-1], sticky.iloc[-2])
+    churn = retention.inactivity_churn(sample.transactions, observation_end=end, window_days=180, period=period)["churn_pct"]
+    assert (t.loc["inactivity_churn_rate", "value"], t.loc["inactivity_churn_rate", "previous"]) == (churn.iloc[-1], churn.iloc[-2])
+    assert t.loc["inactivity_churn_rate", "current_window"] == str(churn.index[-1])
 
 
 def test_window_figures_cover_the_last_twelve_months_and_the_twelve_before(sample, table):
@@ -86,6 +98,8 @@ def test_a_transactions_only_dataset_lists_what_it_cannot_give():
 def test_bad_options_are_refused(sample):
     with pytest.raises(OptionError, match="period must be one of"):
         overview.stage_headlines(sample, period="D")
+    with pytest.raises(OptionError, match=r"period must be one of \['M', 'W'\], got 'Q'"):  # the stage counts have no quarters
+        overview.stage_headlines(sample, period="Q")
     with pytest.raises(OptionError, match="window_months must be at least 1"):
         overview.stage_headlines(sample, window_months=0)
 

@@ -265,6 +265,25 @@ def test_inactivity_churn_rates_are_percentages(tx, window):
         assert within(out[c], 0, 100), c
 
 
+@FEW
+@given(tx=transactions(), window=st.sampled_from([10, 30, 90]), period=st.sampled_from(["W", "M", "Q"]),
+       start_day=st.integers(0, 364))
+def test_inactivity_churn_from_a_start_gives_the_same_periods(tx, window, period, start_day):
+    """``observation_start`` reads only the purchases from ``window`` days before its period: the periods shown keep
+    the figures of the whole table (the overview asks for the last two periods only)."""
+    if not _has_purchase(tx):
+        return
+    full = retention.inactivity_churn(tx, observation_end=END, window_days=window, period=period)
+    start = START + pd.Timedelta(days=start_day)
+    shown = full[full.index.end_time >= start]
+    if shown.empty:
+        with pytest.raises(retention.RetentionError, match="observation_start"):
+            retention.inactivity_churn(tx, observation_start=start, observation_end=END, window_days=window, period=period)
+        return
+    part = retention.inactivity_churn(tx, observation_start=start, observation_end=END, window_days=window, period=period)
+    pd.testing.assert_frame_equal(part, shown)
+
+
 # ----------------------------------------------------------------------------- acquisition
 
 
