@@ -74,6 +74,8 @@ CASES = {
     "retention.cohort_matrix revenue": lambda ds: retention.cohort_matrix(ds.transactions, value="revenue", observation_end=END),
     "retention.customer_churn_status": lambda ds: retention.customer_churn_status(ds.transactions, observation_end=END),
     "retention.inactivity_churn": lambda ds: retention.inactivity_churn(ds.transactions, observation_end=END, window_days=90),
+    "retention.inactivity_churn from a start, weekly": lambda ds: retention.inactivity_churn(
+        ds.transactions, observation_start="2024-05-15", observation_end=END, window_days=30, period="W"),
     "retention.customer_lifetimes": lambda ds: retention.customer_lifetimes(ds.transactions, observation_end=END, customers=ds.customers),
     "lifecycle.stage_counts": lambda ds: lifecycle.stage_counts(ds.transactions, observation_end=END),
     "lifecycle.stage_counts product events, weekly": lambda ds: lifecycle.stage_counts(ds.product_events, observation_end=END, period="W"),
@@ -177,7 +179,7 @@ def test_the_cases_cover_every_function_that_executes_an_ibis_expression():
     called = {name.split()[0] for name in CASES}
     private = {"engagement._check_sends", "engagement._run_send_check", "engagement._rolling_actives", "engagement._email_window", "engagement._active_counts",
                "lifecycle._activity",
-               "retention._streaks", "onboarding._known_events", "acquisition._acquisition_days", "acquisition._margin_by_month",
+               "retention._streaks", "retention._purchases", "onboarding._known_events", "acquisition._acquisition_days", "acquisition._margin_by_month",
                "acquisition._buyers", "onboarding._mem", "acquisition._mem"}
     found = set()
     for module in (acquisition, clv, data, e, l, o, r, segmentation, survey):
