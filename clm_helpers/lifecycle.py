@@ -31,6 +31,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
+from .data import OptionError
 from .engine import as_table, execute
 
 __all__ = [
@@ -56,7 +57,7 @@ STAGE_HEALTH = {"new": 1.0, "returning": 1.0, "resurrecting": 0.8, "dormant": 0.
 
 def _check_period(period: str) -> None:
     if period not in ("M", "W"):
-        raise ValueError(f"period must be 'M' (calendar month) or 'W' (ISO week), got {period!r}")
+        raise OptionError(f"period must be 'M' (calendar month) or 'W' (ISO week), got {period!r}")
 
 
 def _period_index(ts, period: str):
@@ -157,11 +158,11 @@ def customer_stages(events: pd.DataFrame, *, observation_end, period: str = "M",
     below ``at_risk_below`` are ``at_risk``.
     """
     if churn_after < 2:
-        raise ValueError(f"churn_after must be at least 2 periods (1 period of inactivity is 'dormant'), got {churn_after}")
+        raise OptionError(f"churn_after must be at least 2 periods (1 period of inactivity is 'dormant'), got {churn_after}")
     act, last = _activity(events, observation_end, period)
     target = last if at is None else _index_of(pd.Period(at, freq=period).start_time, period)
     if target > last:
-        raise ValueError(f"period {at} is not complete at observation_end {pd.Timestamp(observation_end):%Y-%m-%d}")
+        raise OptionError(f"period {at} is not complete at observation_end {pd.Timestamp(observation_end):%Y-%m-%d}")
     upto = act.filter(act.p <= target)
     agg = upto.group_by("customer_id").aggregate(
         first=upto.p.min(), last=upto.p.max(), before=upto.p.max(where=upto.p < target)
@@ -269,7 +270,7 @@ def lifecycle_score(stages: pd.DataFrame, value: pd.Series, *, health_weight: fl
     ranks lowest.
     """
     if not 0 <= health_weight <= 1:
-        raise ValueError(f"health_weight must be between 0 and 1, got {health_weight}")
+        raise OptionError(f"health_weight must be between 0 and 1, got {health_weight}")
     health = stages["stage"].astype(object).map(STAGE_HEALTH).astype(float)
     if "p_alive" in stages.columns:
         health = stages["p_alive"].fillna(health)

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from clm_helpers import lifecycle
+from clm_helpers.data import OptionError
 
 
 def purchases(calendar):
@@ -98,9 +99,10 @@ def test_single_customer_single_purchase():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(ValueError, match=r"period must be 'M' \(calendar month\) or 'W' \(ISO week\), got 'D'"):
+    # OptionError: the project's error for a bad option (a ClmError, and a ValueError as before)
+    with pytest.raises(OptionError, match=r"period must be 'M' \(calendar month\) or 'W' \(ISO week\), got 'D'"):
         lifecycle.stage_counts(purchases(CALENDAR), observation_end=END, period="D")
-    with pytest.raises(ValueError, match=r"churn_after must be at least 2 periods"):
+    with pytest.raises(OptionError, match=r"churn_after must be at least 2 periods"):
         lifecycle.customer_stages(purchases(CALENDAR), observation_end=END, churn_after=1)
     with pytest.raises(ValueError, match=r"period 2024-07 is not complete at observation_end 2024-06-30"):
         lifecycle.customer_stages(purchases(CALENDAR), observation_end=END, at="2024-07")
