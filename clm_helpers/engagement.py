@@ -272,7 +272,7 @@ def _finish_counts(counts: pd.DataFrame, keys: list[str], unique: bool) -> pd.Da
     cols = list(_COUNT_EVENTS) + ["openers", "clickers", "opened_clickers"]
     counts = counts.copy()
     for c in cols:
-        counts[c] = counts[c].fillna(0).astype("int64")
+        counts[c] = pd.to_numeric(counts[c]).fillna(0).astype("int64")  # no e-mail in the window: one row of nulls (object)
     if "month" in keys:
         counts["month"] = pd.PeriodIndex(pd.to_datetime(counts["month"]), freq="M")
     if keys:

@@ -165,8 +165,13 @@ def _base(customers: pd.DataFrame, start, end: pd.Timestamp, days: float) -> pd.
     cust = customers.loc[keep]
     out = pd.DataFrame({"customer_id": cust["customer_id"].astype(str).to_numpy(), "signup": signup[keep].to_numpy()})
     out["horizon"] = out["signup"] + pd.Timedelta(days=days)
-    out["eligible"] = out["horizon"] <= end + pd.Timedelta(days=1)
+    out["eligible"] = _elapsed(out["signup"], days, end)
     return out
+
+
+def _elapsed(signup: pd.Series, days: float, end: pd.Timestamp) -> pd.Series:
+    """Whether the ``days`` after each sign-up day had all passed by the end of day ``end``."""
+    return signup + pd.Timedelta(days=days) <= end + pd.Timedelta(days=1)
 
 
 def _extra_columns(customers: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
@@ -294,7 +299,7 @@ def _rate(num, den) -> np.ndarray:
         return np.where(den > 0, 100 * num / np.where(den > 0, den, 1), np.nan)
 
 
-def activation_rate(activation_table: pd.DataFrame, *, by=("cohort",), period: str = "M") -> pd.DataFrame:
+def activation_rate(activation_table: pd.DataFrame, *, by=("cohort",), period: str = "M", as_of=None) -> pd.DataFrame:
     """Activation rate per group: activated customers as % of those whose activation window has elapsed.
 
     ``by``: "cohort" (the sign-up period, ``period`` W, M, Q, Y or "all"),
@@ -303,9 +308,19 @@ def activation_rate(activation_table: pd.DataFrame, *, by=("cohort",), period: s
     are excluded from the denominator and counted in ``window_open``.
     Columns: the groups, signed_up, window_open, eligible, activated,
     activation_rate, note (why a rate is missing).
+
+    ``as_of`` (a day no later than the table's observation end) gives the
+    rates as they stood at the end of that day: later sign-ups are left out,
+    and a customer is eligible only if their window had elapsed by then. The
+    figures equal those of an ``activation`` table computed to ``as_of``: a
+    customer's activation reads only the events of their own window, and for
+    an eligible customer all of them had happened by ``as_of``. (So one table
+    serves two comparison windows.)
     """
     _require(activation_table, "activation table", ["signup_date", "eligible", "activated"])
     _check_period(period)
+    if as_of is not None:
+        activation_table = _as_of(activation_table, as_of)
     t, by = _groups(activation_table, by, period, "signup_date")
     t = t.assign(_act=t["activated"] & t["eligible"], _open=~t["eligible"])
     g = t.groupby(by, sort=True)
@@ -314,6 +329,21 @@ def activation_rate(activation_table: pd.DataFrame, *, by=("cohort",), period: s
     out["activation_rate"] = _rate(out["activated"], out["eligible"])
     out["note"] = np.where(out["eligible"] > 0, "", "every customer's activation window is still open")
     return out.reset_index()
+
+
+def _as_of(activation_table: pd.DataFrame, as_of) -> pd.DataFrame:
+    """The sign-ups up to ``as_of`` with their eligibility at its end (see ``activation_rate``)."""
+    day = _day(as_of, "as_of")
+    attrs = activation_table.attrs
+    if "window_days" not in attrs or "observation_end" not in attrs:
+        raise OnboardingError("as_of needs the activation table's window_days and observation_end (attrs), as activation() gives it")
+    table_end = pd.Timestamp(attrs["observation_end"])
+    if day > table_end:
+        raise OnboardingError(f"as_of {day.date()} is after the activation table's observation_end {table_end.date()}: "
+                              f"compute the table to {day.date()} or later")
+    signup = activation_table["signup_date"]
+    t = activation_table.loc[signup <= day]
+    return t.assign(eligible=_elapsed(t["signup_date"], attrs["window_days"], day).to_numpy(bool))
 
 
 # ----------------------------------------------------------------------------- time to value

@@ -96,6 +96,22 @@ def test_activation_rate_by_cohort_by_hand():
     assert np.isnan(mar["activation_rate"]) and mar["note"] == "every customer's activation window is still open"
 
 
+def test_activation_rate_as_of_an_earlier_day_by_hand():
+    # As of 2024-02-10: A, B, C (January) eligible; D signed up 02-05, its 7-day window runs to 02-11: still open,
+    # though D had met both conditions by then; E (03-28) had not signed up yet
+    rates = onb.activation_rate(activated(), by=None, as_of="2024-02-10").iloc[0]
+    assert (rates["signed_up"], rates["window_open"], rates["eligible"], rates["activated"]) == (4, 1, 3, 2)
+    # a day later D's window has elapsed (the end of 02-11 is past 02-05 + 7 days)
+    later = onb.activation_rate(activated(), by=None, as_of="2024-02-11").iloc[0]
+    assert (later["eligible"], later["activated"]) == (4, 3)
+    by_hand = onb.activation(customers(), events(), criteria=CRITERIA, window_days=7, observation_end="2024-02-10")
+    pd.testing.assert_frame_equal(rates.to_frame(), onb.activation_rate(by_hand, by=None).iloc[0].to_frame())
+    with pytest.raises(onb.OnboardingError, match="as_of 2024-04-01 is after the activation table's observation_end 2024-03-31"):
+        onb.activation_rate(activated(), as_of="2024-04-01")
+    with pytest.raises(onb.OnboardingError, match="window_days and observation_end"):
+        onb.activation_rate(activated().copy().pipe(lambda t: setattr(t, "attrs", {}) or t), as_of="2024-02-10")
+
+
 def test_activation_rate_by_channel():
     rates = onb.activation_rate(activated(), by="acquisition_channel").set_index("acquisition_channel")
     # x: A, B -> 1 of 2 = 50%; y: C, D -> 100%; (unknown): E, window open

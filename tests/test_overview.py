@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from clm_helpers import acquisition, datasets, engagement, lifecycle, overview, retention, survey
+from clm_helpers import acquisition, datasets, engagement, lifecycle, onboarding, overview, retention, survey
 from clm_helpers.data import OptionError
 
 
@@ -56,6 +56,9 @@ def test_window_figures_cover_the_last_twelve_months_and_the_twelve_before(sampl
     cac = [acquisition.cac_totals(acquisition.cac(sample.customers, sample.marketing_spend, period="all",
                                                   transactions=sample.transactions, **w)).iloc[0]["blended_cac"] for w in (now, before)]
     assert (row(table, "cac")["value"], row(table, "cac")["previous"]) == pytest.approx(cac)
+    activation = [onboarding.activation_rate(onboarding.activation(sample.customers, sample.product_events, **w), by=None)
+                  .iloc[0]["activation_rate"] for w in (now, before)]  # two tables; the overview reads one (as_of)
+    assert (row(table, "activation_rate")["value"], row(table, "activation_rate")["previous"]) == tuple(activation)
     ctr = engagement.email_metrics(sample.email_events, by=None, **now).iloc[0]["click_through_rate"]
     assert row(table, "email_click_through_rate")["value"] == pytest.approx(ctr)
     s = sample.surveys
@@ -93,6 +96,25 @@ def test_a_transactions_only_dataset_lists_what_it_cannot_give():
     assert row(table, "active_customers")["value"] == 1  # only b bought in March
     lines = overview.headline_sentences(table)
     assert "CAC, blended (spend / new customers): not available (no marketing_spend table: CAC cannot be computed)." in lines
+
+
+def test_a_company_younger_than_the_comparison_window_gets_figures_without_a_previous_value(sample):
+    """Nine months of data and 12-month windows: the earlier window is empty. Each figure is computed, or says why
+    not, and no warning or error reaches the report (an empty earlier window once crashed the activation row)."""
+    import warnings
+
+    cut = pd.Timestamp("2024-04-01")
+    dates = {"customers": "signup_date", "marketing_spend": "date", "subscriptions": "start_date"}
+    frames = {name: getattr(sample, name)[lambda df, c=dates.get(name, "timestamp"): df[c] >= cut].reset_index(drop=True)
+              for name in ("customers", "transactions", "email_events", "product_events", "marketing_spend", "surveys", "subscriptions")}
+    young = datasets.from_frames("young", **frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = overview.stage_headlines(young, observation_end="2024-12-31").set_index("metric")
+    window = ["cac", "activation_rate", "email_click_through_rate", "email_unsubscribe_rate", "clv", "nps", "csat", "ces"]
+    assert table.loc[window, "value"].notna().all() and table.loc[window, "previous"].isna().all()
+    assert table.loc[["new_customers", "active_customers", "stickiness"], "previous"].notna().all()  # the month before is in the data
+    assert all(overview.headline_sentences(table.reset_index()))
 
 
 def test_bad_options_are_refused(sample):

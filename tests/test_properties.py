@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clm_helpers import acquisition, clv, datasets, engagement, retention, survey
+from clm_helpers import acquisition, clv, datasets, engagement, onboarding, retention, survey
 from clm_helpers.data import EMAIL_EVENTS, SURVEY_SCALES
 
 PROPERTY = settings(derandomize=True, max_examples=60, deadline=None, database=None,
@@ -170,6 +170,33 @@ def test_activity_does_not_depend_on_row_order(events, seed):
     for freq in ("D", "M"):
         pd.testing.assert_frame_equal(engagement.active_customers(events, freq=freq), engagement.active_customers(again, freq=freq))
     pd.testing.assert_frame_equal(engagement.feature_adoption(events), engagement.feature_adoption(again))
+
+
+@st.composite
+def signups_and_events(draw):
+    n = draw(st.integers(1, 8))
+    customers = pd.DataFrame({"customer_id": [f"C{i}" for i in range(n)],
+                              "signup_date": [START + pd.Timedelta(days=draw(st.integers(0, 59)), hours=draw(st.integers(0, 23)))
+                                              for _ in range(n)]})
+    rows = [(f"C{draw(st.integers(0, n - 1))}", START + pd.Timedelta(days=draw(st.integers(0, 89)), hours=draw(st.integers(0, 23))),
+             draw(st.sampled_from(["view", "wish", "other"]))) for _ in range(draw(st.integers(1, 40)))]
+    rows.append(("C0", START, "view"))  # every criterion's event occurs at least once (a missing one is an error)
+    rows.append(("C0", START, "wish"))
+    events = pd.DataFrame(rows, columns=["customer_id", "timestamp", "event"])
+    return customers, events
+
+
+@FEW
+@given(tables=signups_and_events(), window=st.sampled_from([1, 7, 20]), days=st.tuples(st.integers(0, 89), st.integers(0, 89)),
+       by=st.sampled_from([None, "cohort"]))
+def test_activation_rate_as_of_equals_a_table_computed_to_that_day(tables, window, days, by):
+    """One activation table to a later day gives an earlier day's rates exactly (the overview's two windows)."""
+    customers, events = tables
+    criteria = {"view": 2, "wish": 1}
+    early, late = START + pd.Timedelta(days=min(days)), START + pd.Timedelta(days=max(days))
+    whole = onboarding.activation(customers, events, criteria=criteria, window_days=window, observation_end=late)
+    direct = onboarding.activation(customers, events, criteria=criteria, window_days=window, observation_end=early)
+    pd.testing.assert_frame_equal(onboarding.activation_rate(whole, by=by, as_of=early), onboarding.activation_rate(direct, by=by))
 
 
 # ----------------------------------------------------------------------------- transactions, cohorts, RFM
