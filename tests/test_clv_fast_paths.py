@@ -93,7 +93,14 @@ def test_predict_customers_split_equals_expected_purchases(small_summary, name):
 
 
 @pytest.mark.parametrize("name", ["bgnbd", "mbgnbd", "pareto_nbd"])
-def test_customer_value_months_in_one_call_equals_the_month_by_month_sum(small_summary, name):
+@pytest.mark.parametrize("chunk, gather_below", [(None, None), (97, 2.0), (97, 0.0)],
+                         ids=["one-chunk", "chunks-distinct-rows-gathered", "chunks-per-customer"])
+def test_customer_value_months_in_one_call_equals_the_month_by_month_sum(small_summary, name, chunk, gather_below, monkeypatch):
+    """The month-by-month sum per customer, by hand; the interval's chunks of customers (each chunk's distinct rows
+    gathered, or computed per customer) change no number."""
+    if chunk:
+        monkeypatch.setattr(clv, "_INTERVAL_CHUNK", chunk)
+        monkeypatch.setattr(clv, "_GATHER_BELOW", gather_below)
     m = clv.fit_model(small_summary, name)
     g = clv.fit_model(small_summary, "gamma_gamma")
     v = clv.customer_value(m, g, small_summary, horizon_months=5, n_draws=4)
