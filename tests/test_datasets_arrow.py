@@ -299,6 +299,31 @@ def test_the_run_copy_s_numbers_are_the_file_s_pages_copy_on_write(run_copy):
     assert tx.loc[0, "amount"] == -1.0
 
 
+def test_the_run_copy_checks_tables_side_by_side_with_the_notes_and_errors_of_one_at_a_time(tmp_path, monkeypatch):
+    """write_run_cache checks two tables at a time (threads): the notes come in the order load gives them, and a
+    broken table fails with load's message."""
+    folder = datasets.generate_sample(300, seed=7, out=tmp_path / "small")
+    events = pd.read_parquet(folder / "product_events.parquet")
+    pd.concat([events, events.head(5)]).to_parquet(folder / "product_events.parquet", index=False)  # repeated rows: a note
+    tx = pd.read_parquet(folder / "transactions.parquet")
+    tx.loc[tx.index[:3], "customer_id"] = "nobody"  # unknown customers: a reference note
+    tx.to_parquet(folder / "transactions.parquet", index=False)
+    expected = datasets.load(folder)
+    assert "product_events: 5 rows repeat another row exactly; kept (check the export was not loaded twice)" in expected.notes and any("not in customers" in n for n in expected.notes)
+    datasets.write_run_cache(folder, tmp_path / "copy")
+    monkeypatch.setenv(datasets.RUN_CACHE_ENV, str(tmp_path / "copy"))
+    assert datasets.load(folder).notes == expected.notes
+    monkeypatch.delenv(datasets.RUN_CACHE_ENV)
+    surveys = pd.read_parquet(folder / "surveys.parquet")
+    surveys["score"] = surveys["score"].astype(float) + 100  # off every scale
+    surveys.to_parquet(folder / "surveys.parquet", index=False)
+    with pytest.raises(SchemaError) as loaded:
+        datasets.load(folder)
+    with pytest.raises(SchemaError) as copied:
+        datasets.write_run_cache(folder, tmp_path / "copy2")
+    assert str(copied.value) == str(loaded.value) and "surveys" in str(loaded.value)
+
+
 def test_the_run_copy_keeps_missing_numbers_and_empty_tables(tmp_path, monkeypatch):
     frames = {
         "transactions": pd.DataFrame({"customer_id": ["a", "b"], "timestamp": ["2024-01-01", "2024-01-02"], "amount": [1.5, 2.0]}),
