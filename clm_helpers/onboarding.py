@@ -235,20 +235,30 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     base = _base(customers, observation_start, end, window_days)
     names = list(criteria)
     t = t.filter(t.event.isin(names) & (t.timestamp < ibis.literal(end + pd.Timedelta(days=1))))
-    c = _mem(base, ["customer_id", "signup", "horizon"])
+    # the events numbered (0, 1, ... in criteria order) and the customers by their row in ``base``: the window below
+    # sorts and the aggregation groups small integers, not text, and the result goes back to ``base`` by position, not
+    # by a join on text ids (at 1M customers, 8.5M events in their windows: 11 -> 8.5 s, peak 1.48 -> 1.25 GB)
+    t = t.mutate(ev=ibis.cases(*[(t.event == name, i) for i, name in enumerate(names)]).cast("int8"))
+    c = _mem(base.assign(cix=np.arange(len(base), dtype=np.int64)), ["customer_id", "signup", "horizon", "cix"])
     j = t.join(c, "customer_id")
-    j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon))
-    j = j.mutate(rn=ibis.row_number().over(group_by=[j.customer_id, j.event], order_by=j.timestamp))
+    j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon)).select("cix", "ev", "timestamp")
+    j = j.mutate(rn=ibis.row_number().over(group_by=[j.cix, j.ev], order_by=j.timestamp))
     aggs = {}
     for i, (name, k) in enumerate(criteria.items()):
-        aggs[f"n_{i}"] = j.count(where=j.event == name)  # a count, not a sum of booleans (which engines widen to 128-bit)
+        aggs[f"n_{i}"] = j.count(where=j.ev == i)  # a count, not a sum of booleans (which engines widen to 128-bit)
         # the time of the k-th event (row_number counts from 0). A customer with fewer than k such events (n_i < k) is
         # not activated and their t_i is never read (``where(ok)`` below): it gets their first event's time instead of a
         # missing value, so the column has no nulls and comes back from the engine as timestamps, not Python objects
-        aggs[f"t_{i}"] = ibis.coalesce(j.timestamp.min(where=(j.event == name) & (j.rn == k - 1)), j.timestamp.min())
-    per = execute(j.group_by("customer_id").aggregate(**aggs))
-    per["customer_id"] = per["customer_id"].astype(str)
-    per = base.merge(per, on="customer_id", how="left")
+        aggs[f"t_{i}"] = ibis.coalesce(j.timestamp.min(where=(j.ev == i) & (j.rn == k - 1)), j.timestamp.min())
+    found = execute(j.group_by("cix").aggregate(**aggs))
+    per = base.copy()
+    rows = found["cix"].to_numpy(np.int64)
+    for column in found.columns.drop("cix"):  # customers without an event in their window: missing, as a left join gives
+        values = found[column]
+        out = pd.Series(pd.NaT if values.dtype.kind == "M" else np.nan, index=per.index,
+                        dtype=values.dtype if values.dtype.kind == "M" else "float64")
+        out.iloc[rows] = values.to_numpy()
+        per[column] = out
     ok = pd.Series(True, index=per.index)
     times = []
     for i, (name, k) in enumerate(criteria.items()):
