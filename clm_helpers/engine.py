@@ -75,8 +75,16 @@ def default_backend():
     return ibis.duckdb.connect(**config)
 
 
+#: The share of the memory available to a run that its kernels' DuckDB connections may hold together. DuckDB's own
+#: default is 80% for one process; a report kernel also holds its pandas frames (at 1M customers up to ~0.9 GB), so
+#: the engines get less. Above its limit DuckDB spills to disk; the queries of the reports do not need more: at 1M
+#: customers, activation's query ran in the same time with 400 MB as with 9.6 GB, and peaked 0.5 GB lower.
+DUCKDB_MEMORY_SHARE = 0.4
+
+
 def duckdb_environment(jobs: int) -> dict[str, str]:
-    """What ``jobs`` kernels side by side should give DuckDB each: an equal share of the cores and of 80% of the memory.
+    """What ``jobs`` kernels side by side should give DuckDB each: an equal share of the cores, and of
+    ``DUCKDB_MEMORY_SHARE`` of the memory available (``memory_available``: a container's limit, not the host's RAM).
 
     Settings already in the environment are kept (a user's choice wins).
     """
@@ -85,13 +93,44 @@ def duckdb_environment(jobs: int) -> dict[str, str]:
     if not os.environ.get(DUCKDB_THREADS_ENV):
         out[DUCKDB_THREADS_ENV] = str(max(1, (os.cpu_count() or 1) // jobs))
     if not os.environ.get(DUCKDB_MEMORY_ENV):
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            total = None
+        total = memory_available()
         if total:
-            out[DUCKDB_MEMORY_ENV] = f"{max(256, int(total * 0.8 / jobs / 2**20))}MB"
+            out[DUCKDB_MEMORY_ENV] = f"{max(256, int(total * DUCKDB_MEMORY_SHARE / jobs / 2**20))}MB"
     return out
+
+
+def memory_available(proc_cgroup: str = "/proc/self/cgroup", cgroup_root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes of memory this process may use: the machine's, or less when a memory cgroup caps it (a container's
+    or a systemd unit's limit; cgroup v2 ``memory.max`` or v1 ``memory.limit_in_bytes``, of the process's cgroup and
+    its ancestors). None when neither is known. Sizing by the host's RAM inside a 4 GB container would let each
+    kernel's DuckDB plan for memory the container does not have.
+    """
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and not controllers:
+            base, name = Path(cgroup_root), "memory.max"  # cgroup v2 ("max": no limit)
+        elif "memory" in controllers.split(","):
+            base, name = Path(cgroup_root) / "memory", "memory.limit_in_bytes"  # cgroup v1 (a huge number: no limit)
+        else:
+            continue
+        parts = [p for p in path.split("/") if p and p != ".."]
+        for depth in range(len(parts), -1, -1):  # the process's cgroup, then its ancestors
+            try:
+                text = (base.joinpath(*parts[:depth]) / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) > 0:
+                limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def _check_name(name: str) -> str:

@@ -43,6 +43,28 @@ def test_kernels_side_by_side_share_duckdb_threads_and_memory(monkeypatch):
     assert engine.DUCKDB_THREADS_ENV not in engine.duckdb_environment(2)
 
 
+def test_memory_available_is_a_containers_limit_not_the_hosts(tmp_path, monkeypatch):
+    """Inside a memory cgroup (a container, a systemd unit) the kernels' DuckDB is sized for the cgroup's limit."""
+    ram = engine.memory_available(proc_cgroup=str(tmp_path / "none"))
+    assert ram and ram > 2**28  # the machine's memory
+    # cgroup v2: the limit of an ancestor applies to the process's cgroup below it; "max" is no limit
+    (tmp_path / "v2" / "app" / "run").mkdir(parents=True)
+    (tmp_path / "v2" / "app" / "memory.max").write_text("4294967296\n")
+    (tmp_path / "v2" / "app" / "run" / "memory.max").write_text("max\n")
+    (tmp_path / "cg2").write_text("0::/app/run\n")
+    assert engine.memory_available(str(tmp_path / "cg2"), str(tmp_path / "v2")) == min(ram, 4 * 2**30)
+    # cgroup v1: memory.limit_in_bytes of the memory hierarchy; an unlimited one is a huge number
+    (tmp_path / "v1" / "memory" / "job").mkdir(parents=True)
+    (tmp_path / "v1" / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (tmp_path / "v1" / "memory" / "job" / "memory.limit_in_bytes").write_text(str(3 * 2**30))
+    (tmp_path / "cg1").write_text("5:cpu,cpuacct:/job\n4:memory:/job\n")
+    assert engine.memory_available(str(tmp_path / "cg1"), str(tmp_path / "v1")) == min(ram, 3 * 2**30)
+    # the runner's sizing follows: 2 kernels in a 4 GB container get 40% of it between them
+    monkeypatch.delenv(engine.DUCKDB_MEMORY_ENV, raising=False)
+    monkeypatch.setattr(engine, "memory_available", lambda: 4 * 2**30)
+    assert engine.duckdb_environment(2)[engine.DUCKDB_MEMORY_ENV] == f"{int(4 * 1024 * 0.4 / 2)}MB"
+
+
 def test_the_connection_takes_its_size_from_the_environment():
     import os
     import subprocess
