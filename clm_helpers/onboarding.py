@@ -154,7 +154,8 @@ def _end(observation_end, *frames_and_columns) -> pd.Timestamp:
 
 
 def _base(customers: pd.DataFrame, start, end: pd.Timestamp, days: float) -> pd.DataFrame:
-    """Customers signed up in [start, end]: customer_id, signup (midnight), horizon (signup + days), eligible (horizon elapsed)."""
+    """Customers signed up in [start, end]: customer_id, signup (midnight), horizon (signup + days), eligible (horizon
+    elapsed), and ``row``, each one's position in ``customers``."""
     s = _day(start, "observation_start")
     if s is not None and s > end:
         raise OnboardingError(f"observation_start {s.date()} is after observation_end {end.date()}")
@@ -166,6 +167,7 @@ def _base(customers: pd.DataFrame, start, end: pd.Timestamp, days: float) -> pd.
     out = pd.DataFrame({"customer_id": cust["customer_id"].astype(str).to_numpy(), "signup": signup[keep].to_numpy()})
     out["horizon"] = out["signup"] + pd.Timedelta(days=days)
     out["eligible"] = _elapsed(out["signup"], days, end)
+    out["row"] = np.flatnonzero(keep.to_numpy())
     return out
 
 
@@ -174,10 +176,11 @@ def _elapsed(signup: pd.Series, days: float, end: pd.Timestamp) -> pd.Series:
     return signup + pd.Timedelta(days=days) <= end + pd.Timedelta(days=1)
 
 
-def _extra_columns(customers: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
-    """The customers' descriptive columns (channel, country, ...) for the given ids, missing channel as (unknown)."""
+def _extra_columns(customers: pd.DataFrame, rows) -> pd.DataFrame:
+    """The customers' descriptive columns (channel, country, ...) of the customers at positions ``rows`` (``_base``'s
+    ``row``), missing channel as (unknown). By position, not by id: no index of a million text ids is built."""
     cols = [c for c in customers.columns if c not in ("customer_id", "signup_date")]
-    extra = customers.set_index(customers["customer_id"].astype(str))[cols].reindex(ids.to_numpy())
+    extra = customers[cols].iloc[np.asarray(rows, dtype=np.int64)]
     if "acquisition_channel" in extra.columns:
         ch = extra["acquisition_channel"].astype(object)
         extra["acquisition_channel"] = ch.where(ch.notna() & (ch.astype(str).str.strip() != ""), UNKNOWN).astype(str)
@@ -276,7 +279,7 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     out["days_to_activation"] = (out["activated_at"] - out["signup_date"]).dt.total_seconds() / 86_400
     for i, name in enumerate(names):
         out[f"n_{name}"] = per[f"n_{i}"]
-    out = pd.concat([out, _extra_columns(customers, out["customer_id"])], axis=1)
+    out = pd.concat([out, _extra_columns(customers, per["row"])], axis=1)
     out.attrs.update(criteria=dict(criteria), window_days=window_days, observation_end=f"{end:%Y-%m-%d}",
                      window_open=int((~out["eligible"]).sum()))
     return out
@@ -388,7 +391,7 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
             _known_events(product_events, key_events, "key_events")
     end = _end(observation_end, (transactions, "timestamp"), (product_events, "timestamp"))
     base = _base(customers, observation_start, end, within_days)
-    c = _mem(base, ["customer_id", "signup", "horizon"])
+    c = _mem(base.assign(cix=np.arange(len(base), dtype=np.int64)), ["customer_id", "signup", "horizon", "cix"])
     limit = ibis.literal(end + pd.Timedelta(days=1))
     firsts = []
     if transactions is not None:
@@ -400,11 +403,18 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
         firsts.append(e)
     ev = firsts[0] if len(firsts) == 1 else firsts[0].union(firsts[1])
     j = ev.join(c, "customer_id")
-    j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon))
-    j = j.mutate(rn=ibis.row_number().over(group_by=j.customer_id, order_by=[j.timestamp, j.source]))
-    first = execute(j.filter(j.rn == 0).select("customer_id", "timestamp", "source"))
-    first["customer_id"] = first["customer_id"].astype(str)
-    per = base.merge(first, on="customer_id", how="left")
+    j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon)).select("cix", "timestamp", "source")
+    # each customer's earliest row (ties: the smallest source), the customers numbered by their row in ``base`` so that
+    # the window sorts integers, not text, and the result goes back to ``base`` by position, not by a join on text ids
+    j = j.mutate(rn=ibis.row_number().over(group_by=j.cix, order_by=[j.timestamp, j.source]))
+    found = execute(j.filter(j.rn == 0).select("cix", "timestamp", "source"))
+    per = base.copy()
+    rows = found["cix"].to_numpy(np.int64)
+    when = pd.Series(pd.NaT, index=per.index, dtype=found["timestamp"].dtype if found["timestamp"].dtype.kind == "M" else "datetime64[us]")
+    when.iloc[rows] = found["timestamp"].to_numpy()
+    source = pd.Series(np.nan, index=per.index, dtype=object)
+    source.iloc[rows] = found["source"].astype(object).to_numpy()
+    per["timestamp"], per["source"] = when, source
     out = pd.DataFrame({
         "customer_id": per["customer_id"],
         "signup_date": per["signup"],
@@ -413,7 +423,7 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
     })
     out["days_to_first_value"] = (out["first_value_at"] - out["signup_date"]).dt.total_seconds() / 86_400
     out["source"] = per["source"].astype(object).where(per["source"].notna(), "none")
-    out = pd.concat([out, _extra_columns(customers, out["customer_id"])], axis=1)
+    out = pd.concat([out, _extra_columns(customers, per["row"])], axis=1)
     out.attrs.update(within_days=within_days, observation_end=f"{end:%Y-%m-%d}", window_open=int((~out["eligible"]).sum()),
                      key_events=list(key_events) if product_events is not None else [])
     return out
