@@ -234,69 +234,42 @@ def _check_table(table: str, frame, mapping: dict[str, str] | None) -> tuple[_Ch
     return _Checked(table, df=clean), notes
 
 
-def _check_tables(frames: dict, mapping: dict | None, keep, *, workers: int = 1) -> list[str]:
-    """Validate the tables, as ``from_frames`` does, handing each to ``keep(table, checked)`` and letting it go; return
-    the notes in ``from_frames``' order (tables, derived customers, references).
-
-    The customers table (or, without one, the transactions it is derived
-    from) comes first: the other tables' references are checked against its
-    ids. The others follow in contract order, ``workers`` at a time (threads:
-    Arrow's reading, checks and writing release the GIL; each table in flight
-    holds its own memory, so ``keep`` must be safe to call from threads).
-    """
-    import concurrent.futures
-
+def _check_tables(frames: dict, mapping: dict | None, keep) -> list[str]:
+    """Validate the tables in contract order, as ``from_frames`` does, handing each to ``keep(table, checked)`` and
+    letting it go before the next; return the notes in ``from_frames``' order (tables, derived customers, references)."""
     import pyarrow as pa
 
     mapping = mapping or {}
-    present = [t for t in TABLES if frames.get(t) is not None]
-    notes, references = {}, {}
-    derived: list[str] = []
+    notes, derived, references = [], [], []
     customers = None  # (ids as Arrow strings, signup dates)
-
-    def check(table):
-        frame = frames.pop(table)
-        checked, notes[table] = _check_table(table, frame, mapping.get(table))
+    for table in TABLES:
+        frame = frames.pop(table, None)
+        if frame is None:
+            continue
+        checked, table_notes = _check_table(table, frame, mapping.get(table))
         del frame
-        return checked
-
-    def finish(table, checked):
-        references[table] = []
+        notes += table_notes
+        if table == "customers":
+            ids, signup = checked.ids_and_times("signup_date")
+            ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(ids, type=pa.string())
+            customers = (ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, signup)
+        if table == "transactions" and customers is None:
+            first = _customers_from_checked(checked)
+            derived.append(f"customers: derived from transactions ({first.n_rows:,} customers, signup_date = first order day)")
+            customers = (first.columns["customer_id"].combine_chunks(), first.columns["signup_date"])
+            keep("customers", first)
         if table != "customers" and customers is not None and "customer_id" in data.SCHEMAS[table].required and _rows(checked):
             ids, when = checked.ids_and_times(data.SCHEMAS[table].time_column)
             n_unknown, note, n_early = data._reference_notes(customers, table, ids, when)
             del ids, when
             if note:
-                references[table].append(note)
+                references.append(note)
             if n_early:
-                references[table].append(f"{table}: {n_early:,} rows are dated before the customer's signup_date; kept")
+                references.append(f"{table}: {n_early:,} rows are dated before the customer's signup_date; kept")
         keep(table, checked)
-
-    first = "customers" if "customers" in present else "transactions" if "transactions" in present else None
-    if first is not None:
-        checked = check(first)
-        if first == "customers":
-            ids, signup = checked.ids_and_times("signup_date")
-            ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(ids, type=pa.string())
-            customers = (ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, signup)
-        else:
-            derived_customers = _customers_from_checked(checked)
-            derived.append(f"customers: derived from transactions ({derived_customers.n_rows:,} customers, signup_date = first order day)")
-            customers = (derived_customers.columns["customer_id"].combine_chunks(), derived_customers.columns["signup_date"])
-            keep("customers", derived_customers)
-            del derived_customers
-        finish(first, checked)
         del checked
-    rest = [t for t in present if t != first]
-    if workers > 1 and len(rest) > 1:
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="clm-check") as pool:
-            for done in [pool.submit(lambda t: finish(t, check(t)), t) for t in rest]:
-                done.result()  # the first error, if any, as the sequential path would raise it
-    else:
-        for table in rest:
-            finish(table, check(table))
     pa.default_memory_pool().release_unused()  # hand the freed Arrow buffers back to the system, not to the next table
-    return [n for t in present for n in notes[t]] + derived + [n for t in present for n in references[t]]
+    return notes + derived + references
 
 
 def _rows(checked: _Checked) -> int:
@@ -448,8 +421,7 @@ def write_run_cache(source, folder: str | os.PathLike) -> Path:
             _write_cached(_large_strings(checked.arrow()), folder / f"{table}.arrow")
             written.append(table)
 
-        # two tables at a time: at 1,000,000 customers this start-up, before any notebook runs, 22-25 s -> 18-20 s
-        notes = read_notes + _check_tables(frames, None, keep, workers=min(2, os.cpu_count() or 1))
+        notes = read_notes + _check_tables(frames, None, keep)
         name, tables = path.name, [t for t in TABLES if t in written]
     else:
         ds = load(source)

@@ -299,9 +299,8 @@ def test_the_run_copy_s_numbers_are_the_file_s_pages_copy_on_write(run_copy):
     assert tx.loc[0, "amount"] == -1.0
 
 
-def test_the_run_copy_checks_tables_side_by_side_with_the_notes_and_errors_of_one_at_a_time(tmp_path, monkeypatch):
-    """write_run_cache checks two tables at a time (threads): the notes come in the order load gives them, and a
-    broken table fails with load's message."""
+def test_the_run_copy_has_loads_notes_and_errors(tmp_path, monkeypatch):
+    """The run copy gives the notes in the order load gives them, and a broken table fails with load's message."""
     folder = datasets.generate_sample(300, seed=7, out=tmp_path / "small")
     events = pd.read_parquet(folder / "product_events.parquet")
     pd.concat([events, events.head(5)]).to_parquet(folder / "product_events.parquet", index=False)  # repeated rows: a note
