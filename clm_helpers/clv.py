@@ -2018,7 +2018,7 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
             total += (cur - prev) / (1 + dm) ** k
             prev = cur
         if params is None and horizon_months > 0:
-            last_month["expected"] = prev  # E[Y(horizon) | alive] at the estimate, for the column below
+            last_month["if_alive"] = prev  # E[Y(horizon) | alive] at the estimate, for the column below
         return total
 
     def discounted_purchases(params, cols=None, alive_part=None):
@@ -2030,8 +2030,8 @@ def customer_value(model, value_model: GammaGamma, summary: pd.DataFrame, *, hor
             if alive_part is None:
                 alive_part = if_alive(params)[inv_xt]
             alive = model.probability_alive(*cols, params=params)
-            if params is None and "expected" in last_month:
-                last_month["expected"] = last_month["expected"][inv_xt] * alive
+            if params is None and "if_alive" in last_month:
+                last_month["expected"] = last_month.pop("if_alive")[inv_xt] * alive
             return alive * alive_part
         total = np.zeros(len(cols[0]))
         prev = np.zeros(len(cols[0]))

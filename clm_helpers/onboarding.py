@@ -187,6 +187,30 @@ def _extra_columns(customers: pd.DataFrame, rows) -> pd.DataFrame:
     return extra.reset_index(drop=True)
 
 
+def _numbered(base: pd.DataFrame):
+    """``base`` for the engine, each customer numbered by their row (``cix``): queries group and sort that integer,
+    not the text id, and their per-customer results go back to ``base`` by position (``_placed``)."""
+    return _mem(base.assign(cix=np.arange(len(base), dtype=np.int64)), ["customer_id", "signup", "horizon", "cix"])
+
+
+def _placed(base: pd.DataFrame, found: pd.DataFrame) -> pd.DataFrame:
+    """``base`` with the columns of ``found`` (at most one row per ``cix``) placed at those rows; the other rows
+    get missing values (NaT, NaN; numbers as float), as a left join on the customer would give them."""
+    per = base.copy()
+    rows = found["cix"].to_numpy(np.int64)
+    for column in found.columns.drop("cix"):
+        values = found[column]
+        if values.dtype.kind == "M":
+            placed = pd.Series(pd.NaT, index=per.index, dtype=values.dtype)
+        elif values.dtype.kind in "iufb":
+            placed = pd.Series(np.nan, index=per.index, dtype="float64")
+        else:
+            placed, values = pd.Series(np.nan, index=per.index, dtype=object), values.astype(object)
+        placed.iloc[rows] = values.to_numpy()
+        per[column] = placed
+    return per
+
+
 def _known_events(product_events: pd.DataFrame, names, what: str) -> None:
     """Every configured event name occurs in product_events (a typo would give 0% silently)."""
     t = _mem(product_events, ["event"])
@@ -242,8 +266,7 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
     # sorts and the aggregation groups small integers, not text, and the result goes back to ``base`` by position, not
     # by a join on text ids (at 1M customers, 8.5M events in their windows: 11 -> 8.5 s, peak 1.48 -> 1.25 GB)
     t = t.mutate(ev=ibis.cases(*[(t.event == name, i) for i, name in enumerate(names)]).cast("int8"))
-    c = _mem(base.assign(cix=np.arange(len(base), dtype=np.int64)), ["customer_id", "signup", "horizon", "cix"])
-    j = t.join(c, "customer_id")
+    j = t.join(_numbered(base), "customer_id")
     j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon)).select("cix", "ev", "timestamp")
     j = j.mutate(rn=ibis.row_number().over(group_by=[j.cix, j.ev], order_by=j.timestamp))
     aggs = {}
@@ -253,15 +276,7 @@ def activation(customers: pd.DataFrame, product_events: pd.DataFrame, *, criteri
         # not activated and their t_i is never read (``where(ok)`` below): it gets their first event's time instead of a
         # missing value, so the column has no nulls and comes back from the engine as timestamps, not Python objects
         aggs[f"t_{i}"] = ibis.coalesce(j.timestamp.min(where=(j.ev == i) & (j.rn == k - 1)), j.timestamp.min())
-    found = execute(j.group_by("cix").aggregate(**aggs))
-    per = base.copy()
-    rows = found["cix"].to_numpy(np.int64)
-    for column in found.columns.drop("cix"):  # customers without an event in their window: missing, as a left join gives
-        values = found[column]
-        out = pd.Series(pd.NaT if values.dtype.kind == "M" else np.nan, index=per.index,
-                        dtype=values.dtype if values.dtype.kind == "M" else "float64")
-        out.iloc[rows] = values.to_numpy()
-        per[column] = out
+    per = _placed(base, execute(j.group_by("cix").aggregate(**aggs)))  # no event in the window: missing
     ok = pd.Series(True, index=per.index)
     times = []
     for i, (name, k) in enumerate(criteria.items()):
@@ -391,7 +406,7 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
             _known_events(product_events, key_events, "key_events")
     end = _end(observation_end, (transactions, "timestamp"), (product_events, "timestamp"))
     base = _base(customers, observation_start, end, within_days)
-    c = _mem(base.assign(cix=np.arange(len(base), dtype=np.int64)), ["customer_id", "signup", "horizon", "cix"])
+    c = _numbered(base)
     limit = ibis.literal(end + pd.Timedelta(days=1))
     firsts = []
     if transactions is not None:
@@ -404,17 +419,8 @@ def time_to_first_value(customers: pd.DataFrame, *, transactions: pd.DataFrame |
     ev = firsts[0] if len(firsts) == 1 else firsts[0].union(firsts[1])
     j = ev.join(c, "customer_id")
     j = j.filter((j.timestamp >= j.signup) & (j.timestamp < j.horizon)).select("cix", "timestamp", "source")
-    # each customer's earliest row (ties: the smallest source), the customers numbered by their row in ``base`` so that
-    # the window sorts integers, not text, and the result goes back to ``base`` by position, not by a join on text ids
-    j = j.mutate(rn=ibis.row_number().over(group_by=j.cix, order_by=[j.timestamp, j.source]))
-    found = execute(j.filter(j.rn == 0).select("cix", "timestamp", "source"))
-    per = base.copy()
-    rows = found["cix"].to_numpy(np.int64)
-    when = pd.Series(pd.NaT, index=per.index, dtype=found["timestamp"].dtype if found["timestamp"].dtype.kind == "M" else "datetime64[us]")
-    when.iloc[rows] = found["timestamp"].to_numpy()
-    source = pd.Series(np.nan, index=per.index, dtype=object)
-    source.iloc[rows] = found["source"].astype(object).to_numpy()
-    per["timestamp"], per["source"] = when, source
+    j = j.mutate(rn=ibis.row_number().over(group_by=j.cix, order_by=[j.timestamp, j.source]))  # each one's earliest row
+    per = _placed(base, execute(j.filter(j.rn == 0).select("cix", "timestamp", "source")))
     out = pd.DataFrame({
         "customer_id": per["customer_id"],
         "signup_date": per["signup"],
