@@ -180,7 +180,7 @@ def test_the_cases_cover_every_function_that_executes_an_ibis_expression():
     private = {"engagement._check_sends", "engagement._run_send_check", "engagement._rolling_actives", "engagement._email_window", "engagement._active_counts",
                "lifecycle._activity",
                "retention._streaks", "retention._purchases", "onboarding._known_events", "acquisition._acquisition_days", "acquisition._margin_by_month",
-               "acquisition._buyers", "onboarding._mem", "acquisition._mem"}
+               "acquisition._buyers", "onboarding._mem", "onboarding._numbered", "acquisition._mem"}
     found = set()
     for module in (acquisition, clv, data, e, l, o, r, segmentation, survey):
         short = module.__name__.rsplit(".", 1)[1]
