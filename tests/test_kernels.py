@@ -233,6 +233,52 @@ def test_the_runner_s_kernels_give_freed_memory_back_after_each_cell(tmp_path, m
     assert json.loads(out[0]["text"]) == {"trim": True}, out
 
 
+COUNT_DRAWS = """\
+import json
+import matplotlib.figure
+from clm_helpers import kernels
+draws = []
+_draw = matplotlib.figure.Figure.draw
+def counted(self, renderer):
+    draws.append(1)
+    return _draw(self, renderer)
+matplotlib.figure.Figure.draw = counted
+if not send_first:
+    get_ipython().events.unregister("post_execute", kernels.show_figures_once)
+"""
+
+FIGURE = """\
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot([1, 3, 2], label="a line")
+ax.set_title("a title")
+ax.legend()
+"""
+
+
+@pytest.mark.parametrize("preload", ["1", "0"])
+def test_the_runner_s_kernels_draw_each_figure_once_less_and_send_the_same_image(tmp_path, monkeypatch, preload):
+    """pyplot's redraw after each cell (thrown away by the inline backend) is skipped; the PNG is byte for byte the same."""
+    monkeypatch.setenv(kernels.PRELOAD_ENV, preload)
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for name, send_first in (("once", True), ("twice", False)):
+        nb = nbformat.v4.new_notebook()
+        nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+        nb.cells = [nbformat.v4.new_code_cell(f"send_first = {send_first}"), nbformat.v4.new_code_cell(COUNT_DRAWS),
+                    nbformat.v4.new_code_cell(FIGURE), nbformat.v4.new_code_cell("print(len(draws))")]
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    result = run(folder, tmp_path / "out", jobs=2)
+    assert result.ok, [n.error for n in result.notebooks]
+    seen = {}
+    for name in ("once", "twice"):
+        cells = nbformat.read(result.folder / f"{name}.ipynb", as_version=4).cells
+        pngs = [o["data"]["image/png"] for o in cells[2].outputs if "image/png" in o.get("data", {})]
+        seen[name] = (pngs, int(cells[3].outputs[0]["text"]))
+    assert len(seen["once"][0]) == 1 and seen["once"][0] == seen["twice"][0]
+    assert seen["once"][1] == seen["twice"][1] - 1 >= 1, seen
+
+
 def test_trim_memory_returns_what_arrow_s_pool_freed():
     """pyarrow's default pool (mimalloc, jemalloc) keeps freed buffers; trim_memory hands them back too."""
     code = """
