@@ -54,6 +54,23 @@ def timed_papermill(paths, out, *, jobs):
     return time.perf_counter() - started
 
 
+def timed_floor(paths, tmp, i, *, jobs, attempts=3):
+    """``timed_papermill``, again from the start when a stock kernel died at start-up.
+
+    Stock kernels listen on TCP ports that jupyter_client picks before the
+    kernel binds them; with several kernels starting at once a port can be
+    taken in between ("Address already in use", "Kernel died before replying
+    to kernel_info"). Such a round is discarded, not timed with a retry in it.
+    """
+    for attempt in range(attempts):
+        try:
+            return timed_papermill(paths, tmp / f"floor-{i}-{attempt}", jobs=jobs)
+        except RuntimeError as exc:
+            if "Kernel died" not in str(exc) or attempt == attempts - 1:
+                raise
+            print(f"round {i + 1}: a stock kernel died at start-up ({exc}); floor round run again", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
@@ -78,7 +95,7 @@ def main():
             nbformat.write(nb, empty / f"{name}.ipynb")
         floors, empties, walls = [], [], []
         for i in range(args.repeat):  # interleaved, so that a slow spell of the machine hits all three alike
-            floors.append(timed_papermill(sorted(empty.glob("*.ipynb")), tmp / f"floor-{i}", jobs=args.jobs))
+            floors.append(timed_floor(sorted(empty.glob("*.ipynb")), tmp, i, jobs=args.jobs))
             empties.append(timed_run(empty, tmp / f"runner-empty-{i}", jobs=args.jobs, dataset=args.dataset)[0])
             wall, result = timed_run(ROOT / "notebooks", tmp / f"suite-{i}", jobs=args.jobs, dataset=args.dataset)
             walls.append(wall)

@@ -1,6 +1,7 @@
 """The `clm` command: a run folder per run, failures reported, bad parameters refused before anything runs."""
 
 import json
+import re
 import os
 import sys
 import tempfile
@@ -403,3 +404,45 @@ def test_the_command_leaves_out_jsonschemas_iri_grammars_and_notebooks_still_val
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "rejected"
+
+
+def _fake_run(out_root, run_id, metrics, status="ok"):
+    folder = out_root / run_id
+    folder.mkdir(parents=True)
+    record = {"run_id": run_id, "title": "weekly", "status": status, "notebooks": [],
+              "metrics": {m: {"value": v, "notebook": "x"} for m, v in metrics.items()}}
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+def test_the_runs_index_draws_each_headline_figure_across_runs(tmp_path):
+    from clm_helpers.report import write_runs_index
+
+    _fake_run(tmp_path, "20260105T060000Z", {"nps": 30.0, "clv": 100.0, "cac": 20.0})
+    _fake_run(tmp_path, "20260112T060000Z", {"nps": 35.5, "clv": None, "cac": 20.0}, status="failed")
+    _fake_run(tmp_path, "20260119T060000Z", {"nps": 31.0, "clv": 120.0, "cac": 20.0})
+    _fake_run(tmp_path, "20260126T060000Z", {"nps": 33.0, "clv": 110.0, "ces": 5.0})
+    page = write_runs_index(tmp_path).read_text()
+    panels = re.findall(r'<svg class="trend".*?</svg>', page)
+    # one panel per figure with two or more values, in the tiles' order; CES (one value) has none
+    assert [re.search(r'class="t">([^<]*)<', p).group(1) for p in panels] == ["CAC (blended)", "CLV", "NPS"]
+    cac, clv, nps = panels
+    assert nps.count("<circle") == 4 and nps.count("<polyline") == 1
+    assert "<title>20260112T060000Z: 35.5</title>" in nps  # a failed run's figure is still a point of the trend
+    assert ">35.5</text>" in nps and ">30.0</text>" in nps  # the highest and lowest value label the y axis
+    assert ">20260105</text>" in nps and ">20260126</text>" in nps  # first and last run below
+    assert 'aria-label="NPS across 4 runs: from 30.0 to 33.0"' in nps
+    # the run without a CLV breaks the line: the first point stands alone, the last two are joined
+    assert clv.count("<circle") == 3 and clv.count("<polyline") == 1
+    ys = {y for y in re.findall(r'cy="([\d.]+)"', clv)}
+    assert len(ys) == 3
+    # a constant figure sits mid-height, with one label
+    assert cac.count("<circle") == 3 and len(set(re.findall(r'cy="([\d.]+)"', cac))) == 1 and cac.count(">20.00</text>") == 1
+    assert "data:image/png" not in page
+
+
+def test_the_runs_index_has_no_trend_before_a_second_value(tmp_path):
+    from clm_helpers.report import write_runs_index
+
+    _fake_run(tmp_path, "20260105T060000Z", {"nps": 30.0})
+    page = write_runs_index(tmp_path).read_text()
+    assert "Trends" not in page and "<svg" not in page and "20260105T060000Z" in page
