@@ -13,6 +13,13 @@ Prints the wall times and the ratio suite / floor (target: < 2 on 2 cores),
 plus each notebook's own duration (of the last round). With ``--repeat N`` the
 three run N times, interleaved, and the medians are compared. Not a test:
 timings depend on the machine; run it on a quiet one.
+
+The runner's rounds write into one reports folder each (empty notebooks,
+suite), as a scheduled run writes into its reports folder week after week,
+after one first run that is timed and printed but not in the medians: a run
+into a folder with history starts the longest notebooks first (by the last
+run's durations) and also draws the trend of the runs index, neither of which
+a first run does.
 """
 
 from __future__ import annotations
@@ -93,11 +100,15 @@ def main():
             nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
             nb.cells = [nbformat.v4.new_code_cell(f'dataset = "{args.dataset}"', metadata={"tags": ["parameters"]})]
             nbformat.write(nb, empty / f"{name}.ipynb")
+        # the first runs into each reports folder (no history yet): timed, printed, not in the medians
+        first_empty = timed_run(empty, tmp / "runner-empty", jobs=args.jobs, dataset=args.dataset)[0]
+        first_suite = timed_run(ROOT / "notebooks", tmp / "suite", jobs=args.jobs, dataset=args.dataset)[0]
+        print(f"first runs into empty reports folders: empty notebooks {first_empty:.1f} s, suite {first_suite:.1f} s", flush=True)
         floors, empties, walls = [], [], []
         for i in range(args.repeat):  # interleaved, so that a slow spell of the machine hits all three alike
             floors.append(timed_floor(sorted(empty.glob("*.ipynb")), tmp, i, jobs=args.jobs))
-            empties.append(timed_run(empty, tmp / f"runner-empty-{i}", jobs=args.jobs, dataset=args.dataset)[0])
-            wall, result = timed_run(ROOT / "notebooks", tmp / f"suite-{i}", jobs=args.jobs, dataset=args.dataset)
+            empties.append(timed_run(empty, tmp / "runner-empty", jobs=args.jobs, dataset=args.dataset)[0])
+            wall, result = timed_run(ROOT / "notebooks", tmp / "suite", jobs=args.jobs, dataset=args.dataset)
             walls.append(wall)
             if args.repeat > 1:
                 print(f"round {i + 1}: floor {floors[-1]:.1f} s, empty through the runner {empties[-1]:.1f} s, "

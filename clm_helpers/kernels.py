@@ -13,9 +13,11 @@ kernel).
 
 Each kernel is still a new process that has run no notebook code: nothing a
 notebook does is visible to another. What the fork shares is modules that
-were imported and never used: the server runs nothing else (no figure, no
-database connection; matplotlib's backend is left unresolved so the inline
-backend hooks into each kernel's IPython as usual). In the child, NumPy's
+were imported and never used, and two cached reads of files that do not
+change during a run (``WARM``: the metric catalog, the installed packages'
+versions): the server runs nothing else (no figure, no database connection;
+matplotlib's backend is left unresolved so the inline backend hooks into
+each kernel's IPython as usual). In the child, NumPy's
 global random state is reseeded from the OS (Python's ``random`` reseeds
 itself after a fork), signal handlers are reset, and the kernel gets the
 environment, working directory and new session that jupyter_client's
@@ -81,6 +83,9 @@ PRELOAD = (
     "clm_helpers.retention", "clm_helpers.segmentation", "clm_helpers.survey",
 )
 _INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+#: What the server reads once after the imports, for every kernel: cached functions (``module:function``, no
+#: arguments) whose result cannot change during a run: the metric catalog (YAML) and the installed packages' versions.
+WARM = ("clm_helpers.catalog:load_catalog", "clm_helpers.report:package_versions")
 
 
 # ----------------------------------------------------------------------------- memory between cells
@@ -208,6 +213,12 @@ def serve(address: str, ready_fd: int | None = None) -> None:
         try:
             importlib.import_module(name)
         except Exception:  # an optional module missing here is imported (or not) by the notebook as usual
+            pass
+    for name in WARM:
+        module, _, function = name.partition(":")
+        try:
+            getattr(importlib.import_module(module), function)()
+        except Exception:  # the kernel that needs it reads it (and reports any error) as usual
             pass
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # kernels are reaped as they end; workers watch them by pidfd
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the runner's whole group: the runner ends the server

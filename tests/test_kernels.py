@@ -279,6 +279,43 @@ def test_the_runner_s_kernels_draw_each_figure_once_less_and_send_the_same_image
     assert seen["once"][1] == seen["twice"][1] - 1 >= 1, seen
 
 
+WARMED = """\
+import json
+from clm_helpers import catalog, report
+warm = [catalog.load_catalog.cache_info().currsize, report._installed_versions.cache_info().currsize]
+print(json.dumps({"warm": warm, "versions": report.package_versions().to_dict()["version"],
+                  "catalog": len(catalog.load_catalog())}))
+"""
+
+
+@pytest.mark.parametrize("preload", ["1", "0"])
+def test_forked_kernels_start_with_the_catalog_and_package_versions_read(tmp_path, monkeypatch, preload):
+    from clm_helpers import catalog, report
+
+    monkeypatch.setenv(kernels.PRELOAD_ENV, preload)
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nb.cells = [nbformat.v4.new_code_cell(WARMED)]
+    nbformat.write(nb, folder / "w.ipynb")
+    result = run(folder, tmp_path / "out", jobs=1)
+    assert result.ok, [n.error for n in result.notebooks]
+    seen = json.loads(nbformat.read(result.folder / "w.ipynb", as_version=4).cells[0].outputs[0]["text"])
+    assert seen["warm"] == ([1, 1] if preload == "1" else [0, 0])  # a stock kernel reads them itself
+    assert seen["versions"] == report.package_versions().to_dict()["version"]
+    assert seen["catalog"] == len(catalog.load_catalog())
+
+
+def test_what_the_server_warms_exists_and_takes_no_arguments():
+    """The server skips a WARM entry that fails (the kernel then reads it itself): a renamed function would go unnoticed."""
+    import importlib
+
+    for name in kernels.WARM:
+        module, _, function = name.partition(":")
+        getattr(importlib.import_module(module), function)()
+
+
 def test_trim_memory_returns_what_arrow_s_pool_freed():
     """pyarrow's default pool (mimalloc, jemalloc) keeps freed buffers; trim_memory hands them back too."""
     code = """
