@@ -444,18 +444,39 @@ def _papermill_engine() -> str:
     These progress saves are written here as compact JSON (C encoder, no
     validation, replaced atomically so a killed worker never leaves half a
     file); the final notebook is still written by Papermill through nbformat.
+    And only when a code cell starts (plus Papermill's own saves at the start
+    and end of the notebook and every 30 s within a long cell): Papermill
+    also saves when each cell ends and when each Markdown cell starts, and
+    each of those is followed within milliseconds by the next code cell's
+    save, which holds the same outputs (two thirds of the saves; 1.1 s of
+    CPU over the suite on the sample). A notebook stopped mid-way still shows
+    every finished cell's output and the code cell it was running.
     """
     from papermill.engines import NBClientEngine, papermill_engines
 
     class CheckpointEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            saving = {"on": True}
+
             def save(**_):
-                if nb_man.output_path:
+                if saving["on"] and nb_man.output_path:
                     _write_checkpoint(nb_man.nb, nb_man.output_path)
                 nb_man.last_save_time = nb_man.now()
 
+            def saving_if(method, when):
+                def wrapped(cell, *args, **kw):
+                    saving["on"] = when(cell)
+                    try:
+                        return method(cell, *args, **kw)
+                    finally:
+                        saving["on"] = True
+
+                return wrapped
+
             nb_man.save = save
+            nb_man.cell_start = saving_if(nb_man.cell_start, lambda cell: cell.get("cell_type") == "code")
+            nb_man.cell_complete = saving_if(nb_man.cell_complete, lambda cell: False)
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
 
     papermill_engines.register(_ENGINE, CheckpointEngine)  # replaces this process's earlier registration, if any

@@ -446,3 +446,20 @@ def test_the_runs_index_has_no_trend_before_a_second_value(tmp_path):
     _fake_run(tmp_path, "20260105T060000Z", {"nps": 30.0})
     page = write_runs_index(tmp_path).read_text()
     assert "Trends" not in page and "<svg" not in page and "20260105T060000Z" in page
+
+
+def test_a_stopped_notebook_keeps_every_finished_cell_s_output(tmp_path):
+    """Progress is saved when each code cell starts: the cells before the one running, Markdown between them, are kept."""
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    nb = nbformat.read(FIXTURES / "a_ok.ipynb", as_version=4)
+    nb.cells += [nbformat.v4.new_code_cell("print('finished before the slow cell')"),
+                 nbformat.v4.new_markdown_cell("## Between the two"),
+                 nbformat.v4.new_code_cell("import time; time.sleep(120)")]
+    nbformat.write(nb, folder / "slow.ipynb")
+    result = run(folder, tmp_path / "out", jobs=1, notebook_timeout=8)
+    (slow,) = result.notebooks
+    assert slow.status == "timeout"
+    assert "time.sleep(120)" in slow.failed_cell
+    page = (result.folder / "slow.html").read_text()
+    assert "finished before the slow cell" in page and "Between the two" in page
