@@ -463,3 +463,23 @@ def test_a_stopped_notebook_keeps_every_finished_cell_s_output(tmp_path):
     assert "time.sleep(120)" in slow.failed_cell
     page = (result.folder / "slow.html").read_text()
     assert "finished before the slow cell" in page and "Between the two" in page
+
+
+def test_pages_rendered_by_one_exporter_do_not_carry_each_other_s_content(tmp_path):
+    """The runner reuses one nbconvert exporter per process: a page must not depend on the pages rendered before it."""
+    from clm_helpers.report import _to_html
+
+    def notebook(text):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {text}"),
+                    nbformat.v4.new_code_cell("shown_only_with_code = 1", outputs=[nbformat.v4.new_output("stream", name="stdout", text=f"{text} out\n")])]
+        return nb
+
+    first = notebook("first page")
+    _to_html(nbformat.from_dict(first), tmp_path / "a1.html", show_code=False, title="A")
+    _to_html(notebook("second page"), tmp_path / "b.html", show_code=True, title="B")
+    _to_html(nbformat.from_dict(first), tmp_path / "a2.html", show_code=False, title="A")
+    a1, b, a2 = ((tmp_path / f).read_text() for f in ("a1.html", "b.html", "a2.html"))
+    assert a1 == a2
+    assert "second page" in b and "first page" not in b and "first page" in a1 and "second page" not in a1
+    assert "shown_only_with_code" in b and "shown_only_with_code" not in a1  # code shown only where asked
