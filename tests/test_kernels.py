@@ -128,6 +128,23 @@ def test_the_runner_s_kernels_use_the_quick_start_client():
     assert "get_msg" not in vars(client.iopub_channel)  # nothing patched outside wait_for_ready
 
 
+def test_the_quick_start_client_retries_connections_often_on_its_own_sockets_only():
+    import zmq
+
+    manager = kernels.PreloadedKernelManager()
+    manager.write_connection_file()
+    try:
+        client = manager.client()
+        sockets = [client.shell_channel.socket, client.iopub_channel.socket, client.stdin_channel.socket]
+        assert [s.getsockopt(zmq.RECONNECT_IVL) for s in sockets] == [kernels.QuickStartClient.RECONNECT_MS] * 3
+        other = zmq.Context.instance().socket(zmq.DEALER)
+        assert other.getsockopt(zmq.RECONNECT_IVL) == 100  # ZeroMQ's default, untouched elsewhere
+        other.close()
+        client.stop_channels()
+    finally:
+        manager.cleanup_connection_file()
+
+
 def test_connection_files_go_where_the_runner_says(tmp_path, monkeypatch):
     monkeypatch.setenv(kernels.CONNECTION_DIR_ENV, str(tmp_path))
     assert kernels.PreloadedKernelManager().connection_file.startswith(str(tmp_path) + "/")
