@@ -9,6 +9,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: report test lab sample clean browser java
 
 report: $(STAMP) $(SAMPLE)   ## run every notebook on the default sample into reports/
+	@# the helpers' bytecode, written once, read by the runner, the kernel server and the workers: where
+	@# PYTHONDONTWRITEBYTECODE is set, each of them compiled clm_helpers again (0.1 s apiece, at start-up)
+	@$(BIN)/python -m compileall -q clm_helpers
 	$(BIN)/clm run --dataset sample
 
 test: $(STAMP) $(SAMPLE) browser java   ## unit tests and notebooks (nbval)

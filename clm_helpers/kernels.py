@@ -81,6 +81,11 @@ PRELOAD = (
     "clm_helpers.datasets", "clm_helpers.engagement", "clm_helpers.engine", "clm_helpers.lifecycle",
     "clm_helpers.onboarding", "clm_helpers.overview", "clm_helpers.plots", "clm_helpers.report",
     "clm_helpers.retention", "clm_helpers.segmentation", "clm_helpers.survey",
+    # what every kernel imports on its own otherwise: at its start (IPython's history and debugger, ipykernel's
+    # launcher), at its first PNG (Pillow's plugins) and at its shutdown (psutil, to find child processes)
+    "sqlite3", "pdb", "IPython.core.debugger", "IPython.core.completerlib", "IPython.core.oinspect", "IPython.core.logger",
+    "IPython.extensions.storemagic", "IPython.utils.wildcard", "tornado.platform.asyncio", "faulthandler", "runpy", "ipykernel_launcher",
+    "PIL.BmpImagePlugin", "PIL.GifImagePlugin", "PIL.JpegImagePlugin", "PIL.PpmImagePlugin", "PIL.PngImagePlugin", "psutil",
 )
 _INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 #: What the server reads once after the imports, for every kernel: cached functions (``module:function``, no

@@ -324,6 +324,15 @@ def test_forked_kernels_start_with_the_catalog_and_package_versions_read(tmp_pat
     assert seen["catalog"] == len(catalog.load_catalog())
 
 
+def test_everything_the_server_preloads_is_installed():
+    """The server skips a module that fails to import (the kernel then imports it itself): a misspelt or dropped
+    dependency would only make every kernel slower, silently."""
+    code = "import importlib, sys\nfrom clm_helpers import kernels\nfor n in kernels.PRELOAD: importlib.import_module(n)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "MPLBACKEND": "agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_what_the_server_warms_exists_and_takes_no_arguments():
     """The server skips a WARM entry that fails (the kernel then reads it itself): a renamed function would go unnoticed."""
     import importlib
