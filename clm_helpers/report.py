@@ -1067,7 +1067,16 @@ def _trend_svg(runs: list[dict]) -> str | None:
     at the end of every run).
     """
     e = html.escape
-    ids = [m for m in HEADLINES if sum(r.get("metrics", {}).get(m, {}).get("value") is not None for r in runs) >= 2]
+
+    def value(run, mid):
+        v = run.get("metrics", {}).get(mid, {}).get("value")
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            return None
+        return v if math.isfinite(v) else None
+
+    ids = [m for m in HEADLINES if sum(value(r, m) is not None for r in runs) >= 2]
     if not ids:
         return None
     width, height, left, right, top, bottom = 340, 150, 64, 12, 26, 30
@@ -1080,8 +1089,7 @@ def _trend_svg(runs: list[dict]) -> str | None:
     panels = []
     for mid in ids:
         label, unit, _ = HEADLINES[mid]
-        values = [r.get("metrics", {}).get(mid, {}).get("value") for r in runs]
-        values = [float(v) if v is not None and math.isfinite(float(v)) else None for v in values]
+        values = [value(r, mid) for r in runs]
         known = [v for v in values if v is not None]
         lo, hi = min(known), max(known)
         span = hi - lo

@@ -443,7 +443,8 @@ def test_the_runs_index_draws_each_headline_figure_across_runs(tmp_path):
 def test_the_runs_index_has_no_trend_before_a_second_value(tmp_path):
     from clm_helpers.report import write_runs_index
 
-    _fake_run(tmp_path, "20260105T060000Z", {"nps": 30.0})
+    _fake_run(tmp_path, "20260105T060000Z", {"nps": 30.0, "csat": float("inf")})
+    _fake_run(tmp_path, "20260112T060000Z", {"nps": None, "csat": None})
     page = write_runs_index(tmp_path).read_text()
     assert "Trends" not in page and "<svg" not in page and "20260105T060000Z" in page
 
