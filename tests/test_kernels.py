@@ -235,19 +235,23 @@ print(json.dumps({"trim": kernels._trim_after_cell in ip.events.callbacks["post_
 """
 
 
-@pytest.mark.parametrize("preload", ["1", "0"])
-def test_the_runner_s_kernels_give_freed_memory_back_after_each_cell(tmp_path, monkeypatch, preload):
-    monkeypatch.setenv(kernels.PRELOAD_ENV, preload)
+def printed_by_one_cell(tmp_path, code):
+    """Run a one-cell notebook through the runner; the JSON its cell printed."""
     folder = tmp_path / "nbs"
     folder.mkdir()
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    nb.cells = [nbformat.v4.new_code_cell(HOOKS)]
-    nbformat.write(nb, folder / "h.ipynb")
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nbformat.write(nb, folder / "one.ipynb")
     result = run(folder, tmp_path / "out", jobs=1)
     assert result.ok, [n.error for n in result.notebooks]
-    out = nbformat.read(result.folder / "h.ipynb", as_version=4).cells[0].outputs
-    assert json.loads(out[0]["text"]) == {"trim": True}, out
+    return json.loads(nbformat.read(result.folder / "one.ipynb", as_version=4).cells[0].outputs[0]["text"])
+
+
+@pytest.mark.parametrize("preload", ["1", "0"])
+def test_the_runner_s_kernels_give_freed_memory_back_after_each_cell(tmp_path, monkeypatch, preload):
+    monkeypatch.setenv(kernels.PRELOAD_ENV, preload)
+    assert printed_by_one_cell(tmp_path, HOOKS) == {"trim": True}
 
 
 COUNT_DRAWS = """\
@@ -310,15 +314,7 @@ def test_forked_kernels_start_with_the_catalog_and_package_versions_read(tmp_pat
     from clm_helpers import catalog, report
 
     monkeypatch.setenv(kernels.PRELOAD_ENV, preload)
-    folder = tmp_path / "nbs"
-    folder.mkdir()
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    nb.cells = [nbformat.v4.new_code_cell(WARMED)]
-    nbformat.write(nb, folder / "w.ipynb")
-    result = run(folder, tmp_path / "out", jobs=1)
-    assert result.ok, [n.error for n in result.notebooks]
-    seen = json.loads(nbformat.read(result.folder / "w.ipynb", as_version=4).cells[0].outputs[0]["text"])
+    seen = printed_by_one_cell(tmp_path, WARMED)
     assert seen["warm"] == ([1, 1] if preload == "1" else [0, 0])  # a stock kernel reads them itself
     assert seen["versions"] == report.package_versions().to_dict()["version"]
     assert seen["catalog"] == len(catalog.load_catalog())
