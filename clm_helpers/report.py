@@ -1060,7 +1060,8 @@ def _trend_svg(runs: list[dict]) -> str | None:
     One panel per headline figure with a value in at least two runs, in
     ``HEADLINES`` order; runs oldest to newest from left to right, a point
     per run with a value (a run without one breaks the line), the lowest and
-    highest value on the y axis, the first and last run's date below. Each
+    highest value on the y axis, the first and last run's date below (and
+    time, when they are of the same day). Each
     point has a tooltip (run id and value). Written by hand rather than with
     matplotlib: the runner then never imports pyplot, and the page stays
     small and sharp at any zoom and in print (a PNG of 11 panels cost 1.1 s
@@ -1110,6 +1111,8 @@ def _trend_svg(runs: list[dict]) -> str | None:
         if len(segment) > 1:
             lines.append(segment)
         first, last = runs[0]["run_id"][:8], runs[-1]["run_id"][:8]
+        if first == last:  # runs of one day: their times tell them apart
+            first, last = (f"{r['run_id'][:8]} {r['run_id'][9:11]}:{r['run_id'][11:13]}" for r in (runs[0], runs[-1]))
         ticks = [(hi, top), (lo, top + plot_h)] if span else [(hi, top + plot_h / 2)]
         panels.append(
             f"<svg class=\"trend\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" "

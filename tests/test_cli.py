@@ -440,6 +440,15 @@ def test_the_runs_index_draws_each_headline_figure_across_runs(tmp_path):
     assert "data:image/png" not in page
 
 
+def test_the_runs_index_tells_runs_of_one_day_apart_by_their_time(tmp_path):
+    from clm_helpers.report import write_runs_index
+
+    _fake_run(tmp_path, "20260105T060000Z", {"nps": 30.0})
+    _fake_run(tmp_path, "20260105T183000Z", {"nps": 31.0})
+    page = write_runs_index(tmp_path).read_text()
+    assert ">20260105 06:00</text>" in page and ">20260105 18:30</text>" in page
+
+
 def test_the_runs_index_has_no_trend_before_a_second_value(tmp_path):
     from clm_helpers.report import write_runs_index
 
