@@ -1061,8 +1061,8 @@ def _trend_svg(runs: list[dict]) -> str | None:
     ``HEADLINES`` order; runs oldest to newest from left to right, a point
     per run with a value (a run without one breaks the line), the lowest and
     highest value on the y axis, the first and last run's date below (and
-    time, when they are of the same day). Each
-    point has a tooltip (run id and value). Written by hand rather than with
+    time, when they are of the same day). Each point has a tooltip (run id
+    and value). Written by hand rather than with
     matplotlib: the runner then never imports pyplot, and the page stays
     small and sharp at any zoom and in print (a PNG of 11 panels cost 1.1 s
     at the end of every run).
@@ -1087,6 +1087,9 @@ def _trend_svg(runs: list[dict]) -> str | None:
     def x_at(i):
         return left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
 
+    first, last = runs[0]["run_id"][:8], runs[-1]["run_id"][:8]
+    if first == last:  # runs of one day: their times tell them apart
+        first, last = (f"{r['run_id'][:8]} {r['run_id'][9:11]}:{r['run_id'][11:13]}" for r in (runs[0], runs[-1]))
     panels = []
     for mid in ids:
         label, unit, _ = HEADLINES[mid]
@@ -1105,14 +1108,11 @@ def _trend_svg(runs: list[dict]) -> str | None:
                     lines.append(segment)
                 segment = []
                 continue
-            segment.append(f"{x_at(i):.1f},{y_at(v):.1f}")
-            points.append(f"<circle cx=\"{x_at(i):.1f}\" cy=\"{y_at(v):.1f}\" r=\"3\"><title>{e(runs[i]['run_id'])}: "
-                          f"{e(_fmt(v, unit))}</title></circle>")
+            x, y = f"{x_at(i):.1f}", f"{y_at(v):.1f}"
+            segment.append(f"{x},{y}")
+            points.append(f"<circle cx=\"{x}\" cy=\"{y}\" r=\"3\"><title>{e(runs[i]['run_id'])}: {e(_fmt(v, unit))}</title></circle>")
         if len(segment) > 1:
             lines.append(segment)
-        first, last = runs[0]["run_id"][:8], runs[-1]["run_id"][:8]
-        if first == last:  # runs of one day: their times tell them apart
-            first, last = (f"{r['run_id'][:8]} {r['run_id'][9:11]}:{r['run_id'][11:13]}" for r in (runs[0], runs[-1]))
         ticks = [(hi, top), (lo, top + plot_h)] if span else [(hi, top + plot_h / 2)]
         panels.append(
             f"<svg class=\"trend\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" "
