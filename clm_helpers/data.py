@@ -55,6 +55,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import ClmError
+
 #: The dtype of identifiers and text in every validated table: Arrow-backed strings, NaN when missing
 #: (pandas 3's default ``str``; comparisons give numpy booleans, as with Python strings).
 TEXT = pd.StringDtype("pyarrow", na_value=np.nan)
@@ -81,10 +83,6 @@ __all__ = [
     "write_table",
     "TEXT",
 ]
-
-
-class ClmError(Exception):
-    """Base class of every error clm raises on purpose."""
 
 
 class SchemaError(ClmError, ValueError):

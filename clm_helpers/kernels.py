@@ -71,12 +71,14 @@ PRELOAD_ENV = "CLM_PRELOAD_KERNELS"
 #: Environment variable naming the folder for kernels' connection files (the runner: the run's temporary folder).
 CONNECTION_DIR_ENV = "CLM_KERNEL_CONNECTION_DIR"
 
-#: What the server imports once: everything a report notebook imports, nothing that runs code on import.
+#: What the server imports once: what more than one report notebook imports, nothing that runs code on import. The
+#: imports hold up the first notebook (about 3 s): a library only one notebook uses (lifelines, 0.25 s, in
+#: retention's survival curves) is imported by that notebook's kernel, side by side with the others.
 PRELOAD = (
     "numpy", "pandas", "pyarrow", "scipy.special", "scipy.optimize", "scipy.stats", "matplotlib", "matplotlib.pyplot",
     "seaborn", "duckdb", "ibis", "ibis.backends.duckdb", "ibis.backends.duckdb.converter", "ibis.formats.pandas",
-    "ibis.formats.pyarrow", "pyarrow.dataset", "pyarrow.parquet", "pyarrow.feather", "threadpoolctl", "lifelines",
-    "lifelines.statistics", "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger",
+    "ibis.formats.pyarrow", "pyarrow.dataset", "pyarrow.parquet", "pyarrow.feather", "threadpoolctl",
+    "IPython", "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.debugger",
     "clm_helpers.acquisition", "clm_helpers.catalog", "clm_helpers.clv", "clm_helpers.clv_plots", "clm_helpers.data",
     "clm_helpers.datasets", "clm_helpers.engagement", "clm_helpers.engine", "clm_helpers.lifecycle",
     "clm_helpers.onboarding", "clm_helpers.overview", "clm_helpers.plots", "clm_helpers.report",

@@ -716,7 +716,7 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
         parameters: dict | None = None, per_notebook: dict | None = None, only: list[str] | None = None,
         jobs: int | None = None, show_code: bool = False, title: str = "clm report", keep_runs: int | None = None,
         run_id: str | None = None, notebook_timeout: float | None = None, engine: str = "duckdb",
-        spark_master: str | None = None, preload_kernels: bool = True) -> RunResult:
+        spark_master: str | None = None, preload_kernels: bool = True, kernel_server=None) -> RunResult:
     """Execute notebooks into a new run folder under ``out_root``; point ``latest`` at it if all succeeded.
 
     ``jobs`` notebooks run at a time, each in a fresh kernel (default: the
@@ -727,7 +727,9 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     deletes the oldest run folders beyond that number (never the one
     ``latest`` points to). With ``preload_kernels`` (default; off with
     ``CLM_PRELOAD_KERNELS=0``) each notebook's fresh kernel is forked from a
-    server that imported the libraries once (``clm_helpers.kernels``).
+    server that imported the libraries once (``clm_helpers.kernels``);
+    ``kernel_server`` is one the caller started earlier (``kernels.server()``,
+    as ``clm run`` does before its own imports) and ends after the run.
 
     The run is written to ``out_root/.tmp-<run id>`` and moved to
     ``out_root/<run id>`` when it ends. SIGTERM or SIGINT stop the running
@@ -738,12 +740,16 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     """
     from . import kernels
 
+    run_with = functools.partial(_run, notebooks_dir=notebooks_dir, out_root=out_root, parameters=parameters,
+                                 per_notebook=per_notebook, only=only, jobs=jobs, show_code=show_code, title=title,
+                                 keep_runs=keep_runs, run_id=run_id, notebook_timeout=notebook_timeout, engine=engine,
+                                 spark_master=spark_master)
+    if kernel_server is not None:
+        return run_with(kernel_server)
     # the kernel server's imports (its own process, ~3 s) overlap everything up to the first notebook: the checks,
     # the dataset's validation and the warm-up of rendering here
     with kernels.server(enabled=preload_kernels) as server:
-        return _run(server, notebooks_dir, out_root, parameters=parameters, per_notebook=per_notebook, only=only, jobs=jobs,
-                    show_code=show_code, title=title, keep_runs=keep_runs, run_id=run_id, notebook_timeout=notebook_timeout,
-                    engine=engine, spark_master=spark_master)
+        return run_with(server)
 
 
 def _run(server, notebooks_dir, out_root, *, parameters, per_notebook, only, jobs, show_code, title, keep_runs, run_id,

@@ -406,6 +406,54 @@ def test_the_command_leaves_out_jsonschemas_iri_grammars_and_notebooks_still_val
     assert done.stdout.strip() == "rejected"
 
 
+def test_the_command_starts_the_kernel_server_before_its_own_imports_and_the_run_uses_that_one(tmp_path):
+    """The server's imports (~3 s) hold up the first notebook: ``clm run`` starts it before importing pandas and
+    Papermill (0.5 s), and the run forks its kernels from it instead of starting a second one."""
+    import subprocess
+
+    code = (
+        "import contextlib, json, sys\n"
+        "from clm_helpers import cli, kernels\n"
+        "real, seen = kernels.server, []\n"
+        "@contextlib.contextmanager\n"
+        "def server(*a, **k):\n"
+        "    seen.append(sorted(m for m in ('pandas', 'papermill', 'clm_helpers.data', 'clm_helpers.report') if m in sys.modules))\n"
+        "    with real(*a, **k) as handle:\n"
+        "        yield handle\n"
+        "        seen.append(bool(handle.environment().get(kernels.SERVER_ENV)) and handle._process.poll() is None)\n"
+        "kernels.server = server\n"
+        f"code = cli.main(['run', '--notebooks', {str(FIXTURES)!r}, '--out', {str(tmp_path)!r}, '--only', 'a_ok'])\n"
+        "print(json.dumps([code, seen]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CLM_PRELOAD_KERNELS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    code, seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # one server, started before the heavy imports, ready and still running when the run had finished
+    assert (code, seen) == (0, [[], True])
+    executed = nbformat.read(tmp_path / "latest" / "a_ok.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["name"] == "stdout"
+
+
+def test_the_command_leaves_its_objects_to_the_exit_but_a_caller_s_process_keeps_its_collector(tmp_path):
+    """As the process's command (``main()`` without arguments) the objects are frozen for the exit, where Python's
+    last garbage collection took 0.4 s; called with arguments, from a process that goes on, nothing is frozen."""
+    import subprocess
+
+    code = (
+        "import atexit, gc, sys\n"
+        "from clm_helpers import cli\n"
+        f"argv = ['run', '--notebooks', {str(FIXTURES)!r}, '--out', {str(tmp_path)!r}, '--only', 'a_ok']\n"
+        "assert cli.main(argv) == 0 and gc.get_freeze_count() == 0\n"
+        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['clm'] + argv\n"
+        "sys.exit(cli.main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "frozen at exit: True"
+
+
 def _fake_run(out_root, run_id, metrics, status="ok"):
     folder = out_root / run_id
     folder.mkdir(parents=True)

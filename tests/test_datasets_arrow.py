@@ -121,6 +121,29 @@ def test_the_arrow_path_is_taken_for_typed_columns(tmp_path, monkeypatch):
     assert taken == list(datasets.TABLES)
 
 
+def test_a_folder_of_parquet_files_is_read_without_duckdb_and_a_csv_file_connects_once(tmp_path, monkeypatch):
+    """pyarrow reads and validates Parquet tables on its own; DuckDB (through Ibis: 0.6 s to import and connect, at the
+    start of every report run) is connected only when a file needs it, and then once for the whole folder."""
+    from clm_helpers import engine
+
+    folder = datasets.generate_sample(300, seed=3, out=tmp_path / "small")
+    expected = reference_load(folder)
+    as_read = reference_load(folder).tables()  # the tables as DuckDB reads them, for the CSV files below
+    connected = []
+    real = engine.default_backend
+    monkeypatch.setattr(engine, "default_backend", lambda: connected.append(1) or real())
+    got = datasets.load(folder)
+    assert connected == []
+    assert got.notes == expected.notes
+    for name, df in expected.tables().items():
+        pd.testing.assert_frame_equal(getattr(got, name), df, obj=name)
+    for table in ("email_events", "surveys"):  # two CSV tables: DuckDB reads both through one connection
+        as_read[table].to_csv(folder / f"{table}.csv", index=False)
+        (folder / f"{table}.parquet").unlink()
+    assert len(datasets.load(folder).email_events) == len(expected.email_events)
+    assert connected == [1]
+
+
 def test_other_tables_like_the_reference(tmp_path):
     product = {"customer_id": pa.array(["C1"] * 6 + ["C2"]), "timestamp": ts(["2024-01-05"] * 7),
                "event": pa.array(["view"] * 7), "session_id": pa.array(["S1", "S1", None, None, "S2", "S2", "S1"]),
