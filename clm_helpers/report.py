@@ -728,8 +728,9 @@ def run(notebooks_dir: str | os.PathLike = "notebooks", out_root: str | os.PathL
     ``latest`` points to). With ``preload_kernels`` (default; off with
     ``CLM_PRELOAD_KERNELS=0``) each notebook's fresh kernel is forked from a
     server that imported the libraries once (``clm_helpers.kernels``);
-    ``kernel_server`` is one the caller started earlier (``kernels.server()``,
-    as ``clm run`` does before its own imports) and ends after the run.
+    ``kernel_server`` is a server the caller started earlier
+    (``kernels.server()``, as ``clm run`` does before its own imports): the
+    run uses it instead of starting one, and the caller ends it.
 
     The run is written to ``out_root/.tmp-<run id>`` and moved to
     ``out_root/<run id>`` when it ends. SIGTERM or SIGINT stop the running

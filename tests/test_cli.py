@@ -389,11 +389,18 @@ def test_notebooks_start_longest_first_by_the_last_complete_run(tmp_path):
     assert _longest_first(plan, tmp_path) == ["new", "b", "a", "c"]  # unknown first, then longest; ties keep plan order
 
 
+def in_new_python(code: str, *, env: dict | None = None) -> list[str]:
+    """Run ``code`` in a new interpreter (what the command imports and leaves at exit is its own): its output lines."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()
+
+
 def test_the_command_leaves_out_jsonschemas_iri_grammars_and_notebooks_still_validate():
     """``clm run`` marks rfc3987_syntax absent before Papermill imports jsonschema (2.2 s of parser building at every
     run); nbformat still validates notebooks and rejects a broken one."""
-    import subprocess
-
     code = (
         "import sys; from clm_helpers import cli; cli._without_iri_grammars(); import nbformat, papermill\n"
         "assert sys.modules['rfc3987_syntax'] is None, 'the IRI grammars were built'\n"
@@ -401,16 +408,12 @@ def test_the_command_leaves_out_jsonschemas_iri_grammars_and_notebooks_still_val
         "nb.cells[0]['outputs'] = 'not a list'\n"
         "try:\n    nbformat.validate(nb)\nexcept nbformat.ValidationError:\n    print('rejected')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "rejected"
+    assert in_new_python(code) == ["rejected"]
 
 
 def test_the_command_starts_the_kernel_server_before_its_own_imports_and_the_run_uses_that_one(tmp_path):
     """The server's imports (~3 s) hold up the first notebook: ``clm run`` starts it before importing pandas and
     Papermill (0.5 s), and the run forks its kernels from it instead of starting a second one."""
-    import subprocess
-
     code = (
         "import contextlib, json, sys\n"
         "from clm_helpers import cli, kernels\n"
@@ -426,9 +429,7 @@ def test_the_command_starts_the_kernel_server_before_its_own_imports_and_the_run
         "print(json.dumps([code, seen]))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "CLM_PRELOAD_KERNELS"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr
-    code, seen = json.loads(done.stdout.strip().splitlines()[-1])
+    code, seen = json.loads(in_new_python(code, env=env)[-1])
     # one server, started before the heavy imports, ready and still running when the run had finished
     assert (code, seen) == (0, [[], True])
     executed = nbformat.read(tmp_path / "latest" / "a_ok.ipynb", as_version=4)
@@ -438,8 +439,6 @@ def test_the_command_starts_the_kernel_server_before_its_own_imports_and_the_run
 def test_the_command_leaves_its_objects_to_the_exit_but_a_caller_s_process_keeps_its_collector(tmp_path):
     """As the process's command (``main()`` without arguments) the objects are frozen for the exit, where Python's
     last garbage collection took 0.4 s; called with arguments, from a process that goes on, nothing is frozen."""
-    import subprocess
-
     code = (
         "import atexit, gc, sys\n"
         "from clm_helpers import cli\n"
@@ -449,9 +448,7 @@ def test_the_command_leaves_its_objects_to_the_exit_but_a_caller_s_process_keeps
         "sys.argv = ['clm'] + argv\n"
         "sys.exit(cli.main())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "frozen at exit: True"
+    assert in_new_python(code)[-1] == "frozen at exit: True"
 
 
 def _fake_run(out_root, run_id, metrics, status="ok"):
